@@ -1,0 +1,179 @@
+"""Standard output files from a session's events: plain transcript, SRT, WebVTT and RTTM.
+
+`SessionRecord` folds the event stream into final captions (with revisions applied) and speaker
+turns; the `*_text` functions render them; `write_atomically` writes through a temporary file in
+the same folder and `os.replace`, so a reader never sees a half-written file, even after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Callable
+
+from engine.events import (
+    CaptionFinal,
+    CaptionRevision,
+    Event,
+    SpeakerTurn,
+    Word,
+)
+from engine.timebase import frames_to_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Caption:
+    """A final caption as it stands after every revision so far."""
+
+    caption_id: int
+    text: str
+    words: tuple[Word, ...]
+    start_frame: int
+    end_frame: int
+    speaker: str | None
+
+
+class SessionRecord:
+    """Final captions (revisions applied) and speaker turns of one session, in arrival order."""
+
+    def __init__(self) -> None:
+        self.captions: dict[int, Caption] = {}
+        self.turns: list[SpeakerTurn] = []
+
+    def add(self, event: Event | None) -> None:
+        """Fold one event into the record; other event types are ignored."""
+        if isinstance(event, CaptionFinal):
+            self.captions[event.caption_id] = Caption(
+                event.caption_id, event.text, event.words, event.start_frame, event.end_frame,
+                event.speaker,
+            )
+        elif isinstance(event, CaptionRevision) and event.caption_id in self.captions:
+            old = self.captions[event.caption_id]
+            words = event.words if "words" in event.changed and event.words is not None else old.words
+            text = event.text if "text" in event.changed and event.text is not None else old.text
+            speaker = event.speaker if "speaker" in event.changed else old.speaker
+            if "speaker" in event.changed:  # a relabel applies to the caption's words too
+                words = tuple(Word(w.text, w.start_frame, w.end_frame, speaker) for w in words)
+            self.captions[event.caption_id] = Caption(
+                old.caption_id, text, words, old.start_frame, old.end_frame, speaker
+            )
+        elif isinstance(event, SpeakerTurn):
+            self.turns.append(event)
+
+    def ordered_captions(self) -> list[Caption]:
+        """Non-empty captions in time order."""
+        caps = [c for c in self.captions.values() if c.text.strip()]
+        return sorted(caps, key=lambda c: (c.start_frame, c.caption_id))
+
+    def speaker_turn_lines(self) -> list[tuple[str | None, str]]:
+        """(speaker, text) per speaker turn: consecutive captions of one speaker are joined."""
+        lines: list[tuple[str | None, str]] = []
+        for cap in self.ordered_captions():
+            text = " ".join(cap.text.split())
+            if lines and lines[-1][0] == cap.speaker:
+                lines[-1] = (cap.speaker, lines[-1][1] + " " + text)
+            else:
+                lines.append((cap.speaker, text))
+        return lines
+
+
+def transcript_text(record: SessionRecord) -> str:
+    """Final words only, in time order, one line per speaker turn; no labels, times or markup."""
+    return "".join(text + "\n" for _, text in record.speaker_turn_lines())
+
+
+def _stamp(frames: int, sep: str) -> str:
+    ms = round(frames_to_seconds(frames) * 1000)
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def _label(speaker: str | None) -> str:
+    return speaker if speaker else "unknown"
+
+
+def srt_text(record: SessionRecord) -> str:
+    """SubRip cues, one per final caption, each prefixed with its speaker's label."""
+    cues = []
+    for n, cap in enumerate(record.ordered_captions(), start=1):
+        cues.append(
+            f"{n}\n{_stamp(cap.start_frame, ',')} --> {_stamp(cap.end_frame, ',')}\n"
+            f"[{_label(cap.speaker)}] {cap.text}\n"
+        )
+    return "\n".join(cues)
+
+
+def _vtt_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def vtt_text(record: SessionRecord) -> str:
+    """WebVTT cues with the speaker as a voice span (`<v name>`)."""
+    parts = ["WEBVTT\n"]
+    for cap in record.ordered_captions():
+        parts.append(
+            f"{_stamp(cap.start_frame, '.')} --> {_stamp(cap.end_frame, '.')}\n"
+            f"<v {_vtt_escape(_label(cap.speaker))}>{_vtt_escape(cap.text)}\n"
+        )
+    return "\n".join(parts)
+
+
+def rttm_text(record: SessionRecord, file_id: str = "live") -> str:
+    """NIST RTTM `SPEAKER` lines, one per speaker turn, in time order (overlaps kept)."""
+    lines = []
+    for t in sorted(record.turns, key=lambda t: (t.start_frame, t.speaker)):
+        start = frames_to_seconds(t.start_frame)
+        dur = frames_to_seconds(t.end_frame - t.start_frame)
+        name = "".join(ch if not ch.isspace() else "_" for ch in t.speaker)
+        lines.append(f"SPEAKER {file_id} 1 {start:.3f} {dur:.3f} <NA> <NA> {name} <NA> <NA>\n")
+    return "".join(lines)
+
+
+def write_atomically(path: str | os.PathLike[str], text: str) -> None:
+    """Write `text` (UTF-8) to `path` through a temporary file and `os.replace`."""
+    target = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(target)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(target), dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+RENDERERS: dict[str, Callable[[SessionRecord], str]] = {
+    "transcript": transcript_text,
+    "srt": srt_text,
+    "vtt": vtt_text,
+    "rttm": rttm_text,
+}
+
+
+def check_writable(path: str) -> None:
+    """Fail early (before any audio is processed) if `path`'s folder does not exist or is not writable."""
+    from app.errors import AppError
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise AppError(f"{path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise AppError(f"{path}: folder {folder} is not writable")
+    if os.path.isdir(path):
+        raise AppError(f"{path}: is a folder")
+
+
+def write_outputs(record: SessionRecord, outputs: dict[str, str], file_id: str = "live") -> None:
+    """Write every requested output (kind -> path) atomically."""
+    for kind, path in outputs.items():
+        if kind == "rttm":
+            write_atomically(path, rttm_text(record, file_id))
+        else:
+            write_atomically(path, RENDERERS[kind](record))
