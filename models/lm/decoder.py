@@ -1,0 +1,308 @@
+"""CTC beam search with a word n-gram language model, on flashlight-text's C++ decoders.
+
+`CTCBeamDecoder` turns (frames, vocab) CTC scores into words with 20 ms frame times. With an ARPA
+model (plain or `.gz`, read by flashlight's KenLM wrapper) it runs flashlight's lexicon decoder:
+words are spelled from the model's unigrams (plus any extra `lexicon` words, which the LM scores as
+`<unk>`), the LM is applied at word ends with weight `alpha` and a per-word bonus `beta`. Without a
+model it runs the lexicon-free beam search (open vocabulary, no LM). Any CTC vocabulary works: a
+letter that the vocabulary only has in the other case is mapped, so a lower-case LM serves the
+upper-case LibriSpeech vocabulary of microsoft/unispeech-sat-base-100h-libri-ft too.
+
+Why flashlight-text: it installs as a wheel beside numpy 2 and torch 2.x (pyctcdecode pins
+numpy<2) and its C++ beam search is fast enough to re-decode a streaming look-back many times a
+second. Its lexicon-free decoder only takes a token-level LM, so a word LM needs the lexicon one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from flashlight.lib.text.decoder import (
+    LM,
+    CriterionType,
+    LexiconDecoder,
+    LexiconDecoderOptions,
+    LexiconFreeDecoder,
+    LexiconFreeDecoderOptions,
+    SmearingMode,
+    Trie,
+    ZeroLM,
+)
+from flashlight.lib.text.decoder.kenlm import KenLM
+from flashlight.lib.text.dictionary import Dictionary
+
+from models.lm.arpa import SPECIAL, UNK, read_arpa_vocabulary
+
+LN10 = math.log(10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedWord:
+    """One decoded word on the 20 ms frame grid; `end_frame` is exclusive."""
+
+    text: str
+    start_frame: int
+    end_frame: int
+
+
+@contextlib.contextmanager
+def _quiet_stderr(enabled: bool):
+    """Silence C++ progress bars written straight to fd 2 (KenLM's loader) while loading."""
+    if not enabled:
+        yield
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class _ContextLM(LM):
+    """A KenLM whose start state has already read some words: lets a streaming re-decode of a
+    window keep the words committed before it as LM history."""
+
+    def __init__(self, kenlm: KenLM, context_ids: Sequence[int]):
+        LM.__init__(self)
+        self._kenlm = kenlm
+        self._context_ids = list(context_ids)
+
+    def start(self, start_with_nothing: bool):
+        state = self._kenlm.start(start_with_nothing)
+        for idx in self._context_ids:
+            state, _ = self._kenlm.score(state, idx)
+        return state
+
+    def score(self, state, token_index: int):
+        return self._kenlm.score(state, token_index)
+
+    def finish(self, state):
+        return self._kenlm.finish(state)
+
+
+def _is_symbol(token: str) -> bool:
+    """Tokens like `<s>`, `<unk>`: never part of a word's spelling."""
+    return len(token) > 1 and token.startswith("<") and token.endswith(">")
+
+
+class CTCBeamDecoder:
+    """Beam search over CTC scores with an optional word n-gram LM.
+
+    tokens: the CTC vocabulary in id order; blank_id: the CTC blank; delimiter: the word
+    separator token. lm: an ARPA file (`.arpa` or `.arpa.gz`) or None. alpha: LM weight on
+    natural-log LM scores; beta: score added per word (both as in pyctcdecode). lexicon: extra
+    words the decoder may spell (LM-scored as `<unk>`); with lm=None they make a closed vocabulary.
+    unk_score: score of a word outside the lexicon (-inf: never, the default). beam_width: kept
+    hypotheses; beam_size_token: tokens tried per frame (default: all); beam_threshold: prune
+    hypotheses this far below the best.
+    """
+
+    def __init__(
+        self,
+        tokens: Sequence[str],
+        blank_id: int,
+        delimiter: str = "|",
+        lm: str | Path | None = None,
+        alpha: float = 0.5,
+        beta: float = 1.0,
+        beam_width: int = 32,
+        beam_size_token: int | None = None,
+        beam_threshold: float = 25.0,
+        lexicon: Iterable[str] | None = None,
+        unk_score: float = float("-inf"),
+        quiet: bool = True,
+    ):
+        self.tokens = list(tokens)
+        if not self.tokens:
+            raise ValueError("tokens is empty")
+        if not 0 <= blank_id < len(self.tokens):
+            raise ValueError(f"blank_id {blank_id} is outside the vocabulary of {len(self.tokens)}")
+        if delimiter not in self.tokens:
+            raise ValueError(f"delimiter {delimiter!r} is not a token of the vocabulary")
+        if beam_width < 1:
+            raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+        if lm is not None and not Path(lm).is_file():
+            raise FileNotFoundError(f"language model {lm} not found")
+        self.blank_id = blank_id
+        self.delimiter = delimiter
+        self.delimiter_id = self.tokens.index(delimiter)
+        self.alpha, self.beta = float(alpha), float(beta)
+        self.lm_path = Path(lm) if lm is not None else None
+        self._letters = {t: i for i, t in enumerate(self.tokens)
+                         if i not in (blank_id, self.delimiter_id) and not _is_symbol(t)}
+        self._letter_ids = frozenset(self._letters.values())
+        self._beam_size_token = beam_size_token or len(self.tokens)
+        self._beam_threshold = float(beam_threshold)
+        self._unk_score = float(unk_score)
+        self._beam_width = int(beam_width)
+
+        words: list[str] = []
+        if self.lm_path is not None:
+            words.extend(w for w in read_arpa_vocabulary(self.lm_path) if w not in SPECIAL)
+        if lexicon is not None:
+            words.extend(lexicon)
+        self.lexicon_free = self.lm_path is None and lexicon is None
+        self.skipped_words: list[str] = []  # lexicon words the vocabulary cannot spell
+        self._spelling: dict[str, str] = {}  # word -> text in the vocabulary's own letters
+        self._word_of_text: dict[str, str] = {}  # and back
+        if self.lexicon_free:
+            self._kenlm = None
+            self._decoder = LexiconFreeDecoder(
+                LexiconFreeDecoderOptions(
+                    beam_size=self._beam_width, beam_size_token=self._beam_size_token,
+                    beam_threshold=self._beam_threshold, lm_weight=0.0, sil_score=0.0,
+                    log_add=False, criterion_type=CriterionType.CTC),
+                ZeroLM(), self.delimiter_id, self.blank_id, [])
+            return
+        self._build_lexicon(words, quiet)
+
+    def _spell(self, word: str) -> list[int] | None:
+        ids = []
+        for ch in word:
+            idx = self._letters.get(ch)
+            if idx is None:
+                idx = self._letters.get(ch.upper(), self._letters.get(ch.lower()))
+            if idx is None:
+                return None
+            ids.append(idx)
+        return ids
+
+    def _build_lexicon(self, words: list[str], quiet: bool) -> None:
+        self._word_dict = Dictionary()
+        spellings: dict[str, list[int]] = {}
+        for word in dict.fromkeys(words):  # unique, first-seen order
+            ids = self._spell(word)
+            if ids is None:
+                self.skipped_words.append(word)
+                continue
+            spellings[word] = ids
+            self._word_dict.add_entry(word)
+        if not spellings:
+            raise ValueError("no lexicon word can be spelled with this vocabulary's tokens")
+        self._word_dict.add_entry(UNK)
+        self._unk_word = self._word_dict.get_index(UNK)
+        if self.lm_path is not None:
+            with _quiet_stderr(quiet):
+                self._kenlm = KenLM(str(self.lm_path), self._word_dict)
+            lm = self._kenlm
+        else:
+            self._kenlm = None
+            lm = ZeroLM()
+        self._trie = Trie(len(self.tokens), self.delimiter_id)
+        start = lm.start(False)
+        for word, ids in spellings.items():
+            widx = self._word_dict.get_index(word)
+            _, score = lm.score(start, widx)
+            self._trie.insert(ids + [self.delimiter_id], widx, score)
+            text = "".join(self.tokens[i] for i in ids)
+            self._spelling[word] = text
+            self._word_of_text.setdefault(text, word)
+        self._trie.smear(SmearingMode.MAX)
+        self._options = LexiconDecoderOptions(
+            beam_size=self._beam_width, beam_size_token=self._beam_size_token,
+            beam_threshold=self._beam_threshold, lm_weight=self.alpha * LN10,
+            word_score=self.beta, unk_score=self._unk_score, sil_score=0.0, log_add=False,
+            criterion_type=CriterionType.CTC)
+        self._decoder = LexiconDecoder(self._options, self._trie, lm, self.delimiter_id,
+                                       self.blank_id, self._unk_word, [], False)
+
+    @classmethod
+    def from_vocab(cls, vocab, **kwargs) -> "CTCBeamDecoder":
+        """Build from a `models.CTCVocab` (its `.tokens`, `.blank_id`, `.delimiter`)."""
+        return cls(list(vocab.tokens), vocab.blank_id, delimiter=vocab.delimiter, **kwargs)
+
+    @property
+    def vocabulary_size(self) -> int:
+        return len(self.tokens)
+
+    def decode(self, log_probs: np.ndarray, frame_offset: int = 0,
+               context: Sequence[str] = ()) -> list[DecodedWord]:
+        """Best word sequence for `log_probs` (frames, vocab), logits or log-probabilities (they
+        are log-softmaxed here). Frame times are shifted by `frame_offset`. `context`: words said
+        just before these frames, used as LM history (streaming re-decodes)."""
+        scores = self._prepare(log_probs)
+        t_frames = scores.shape[0]
+        if t_frames == 0:
+            return []
+        if self.lexicon_free:
+            result = self._decoder.decode(scores.ctypes.data, t_frames, scores.shape[1])[0]
+            return self._words_from_delimiters(list(result.tokens)[1 : t_frames + 1], frame_offset)
+        # One extra frame that can only be the delimiter lets the last word end with its `|`.
+        padded = np.full((t_frames + 1, scores.shape[1]), -1e4, dtype=np.float32)
+        padded[:t_frames] = scores
+        padded[t_frames, self.delimiter_id] = 0.0
+        decoder, context_lm = self._decoder, None
+        ctx_ids = [self._word_dict.get_index(self._word_of_text.get(w, UNK)) for w in context]
+        if ctx_ids and self._kenlm is not None:
+            # the Python LM must outlive the decode: the C++ side holds no reference to it
+            context_lm = _ContextLM(self._kenlm, ctx_ids)
+            decoder = LexiconDecoder(self._options, self._trie, context_lm, self.delimiter_id,
+                                     self.blank_id, self._unk_word, [], False)
+        results = decoder.decode(padded.ctypes.data, t_frames + 1, padded.shape[1])
+        if not results:
+            return []
+        best = results[0]
+        path = list(best.tokens)[1 : t_frames + 1]  # drop the virtual start and the padding frame
+        word_at = list(best.words)[1 : t_frames + 2]
+        return self._words_from_lexicon(path, word_at, frame_offset)
+
+    def _prepare(self, log_probs: np.ndarray) -> np.ndarray:
+        arr = np.asarray(log_probs, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[1] != len(self.tokens):
+            raise ValueError(
+                f"log_probs must be (frames, {len(self.tokens)}), got shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            arr = np.nan_to_num(arr, nan=-1e4, neginf=-1e4, posinf=1e4)
+        top = arr.max(axis=1, keepdims=True)
+        norm = arr - (top + np.log(np.exp(arr - top).sum(axis=1, keepdims=True)))
+        return np.ascontiguousarray(norm, dtype=np.float32)
+
+    def _char_span(self, path: list[int], lo: int, hi: int) -> tuple[str, int, int] | None:
+        """Text and [start, end) frames of the letters emitted in path[lo:hi]."""
+        chars, first, last, prev = [], None, None, self.blank_id
+        for t in range(lo, hi):
+            tok = path[t]
+            if tok in self._letter_ids:
+                if tok != prev:
+                    chars.append(self.tokens[tok])
+                if first is None:
+                    first = t
+                last = t
+            prev = tok
+        if first is None:
+            return None
+        return "".join(chars), first, last + 1
+
+    def _words_from_lexicon(self, path: list[int], word_at: list[int], offset: int) -> list[DecodedWord]:
+        words, lo = [], 0
+        for t, widx in enumerate(word_at):
+            if widx < 0:
+                continue
+            span = self._char_span(path, lo, min(t + 1, len(path)))
+            lo = t + 1
+            if span is None:
+                continue
+            text, start, end = span
+            if widx != self._unk_word:
+                text = self._spelling[self._word_dict.get_entry(widx)]
+            words.append(DecodedWord(text, start + offset, end + offset))
+        return words
+
+    def _words_from_delimiters(self, path: list[int], offset: int) -> list[DecodedWord]:
+        words, lo = [], 0
+        for t in range(len(path) + 1):
+            if t == len(path) or path[t] == self.delimiter_id:
+                span = self._char_span(path, lo, t)
+                if span is not None:
+                    words.append(DecodedWord(span[0], span[1] + offset, span[2] + offset))
+                lo = t + 1
+        return words

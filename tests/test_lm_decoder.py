@@ -1,0 +1,115 @@
+"""CTCBeamDecoder on hand-made CTC scores: words and frame times, LM corrections, history, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.lm.arpa import count_ngrams, estimate, normalize_line, write_arpa
+from models.lm.decoder import CTCBeamDecoder, DecodedWord
+from models.lm.synthetic_check import LIBRI_TOKENS, edit_distance, greedy_words, noisy_logits
+
+LOWER = ["<pad>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
+UPPER = list(LIBRI_TOKENS)
+
+
+def scores(frames: str, tokens, alt: dict[int, str] | None = None) -> np.ndarray:
+    """Log-probs spelling `frames` ('-' blank, ' ' delimiter); alt[t] = a second token at frame t
+    that scores as high as the first (an acoustic tie for the LM to break)."""
+    index = {t.lower(): i for i, t in enumerate(tokens)}
+    out = np.full((len(frames), len(tokens)), -8.0, dtype=np.float32)
+    for t, ch in enumerate(frames):
+        out[t, 0 if ch == "-" else index["|" if ch == " " else ch]] = -0.1
+        if alt and t in alt:
+            out[t, index[alt[t]]] = -0.1
+    return out
+
+
+@pytest.fixture(scope="module")
+def lm_path(tmp_path_factory):
+    text = ["big bat flies", "fat cat sleeps", "the cat sat on the mat", "a big bat", "fat cat"] * 4
+    path = tmp_path_factory.mktemp("lm") / "lm.arpa.gz"
+    write_arpa(estimate(count_ngrams([normalize_line(s) for s in text], 3)), path)
+    return path
+
+
+def test_lexicon_free_words_and_frames():
+    decoder = CTCBeamDecoder(LOWER, 0, beam_width=8)
+    # frames:           0123456789012345
+    words = decoder.decode(scores("-cc-a-t- -dd-og-", LOWER), frame_offset=100)
+    assert words == [DecodedWord("cat", 101, 107), DecodedWord("dog", 110, 115)]
+
+
+def test_lexicon_free_keeps_doubled_letters_and_drops_empty_words():
+    decoder = CTCBeamDecoder(LOWER, 0)
+    assert [w.text for w in decoder.decode(scores("  ll-l-o- - ", LOWER))] == ["llo"]
+
+
+@pytest.mark.parametrize("tokens", [LOWER, UPPER], ids=["lower", "libri-upper"])
+def test_lm_breaks_an_acoustic_tie_and_spells_in_the_vocab_case(lm_path, tokens):
+    decoder = CTCBeamDecoder(tokens, 0, lm=lm_path, alpha=1.0, beta=0.5)
+    #         012345678
+    frames = "fa-t c-at"  # frame 5 is 'c' or 'b' equally: "fat cat" is in the LM, "fat bat" not
+    words = decoder.decode(scores(frames, tokens, alt={5: "b"}))
+    assert [w.text.lower() for w in words] == ["fat", "cat"]
+    assert words[0].text == ("fat" if tokens is LOWER else "FAT")
+    assert (words[1].start_frame, words[1].end_frame) == (5, 9)
+
+
+def test_history_changes_the_decision(lm_path):
+    decoder = CTCBeamDecoder(UPPER, 0, lm=lm_path, alpha=1.0, beta=0.5)
+    tie = scores("b-at", UPPER, alt={0: "c"})
+    assert [w.text for w in decoder.decode(tie, context=["BIG"])] == ["BAT"]
+    assert [w.text for w in decoder.decode(tie, context=["FAT"])] == ["CAT"]
+    assert [w.text for w in decoder.decode(tie, context=["UNHEARD", "FAT"])] == ["CAT"]
+
+
+def test_logits_and_log_probs_decode_alike(lm_path):
+    decoder = CTCBeamDecoder(LOWER, 0, lm=lm_path)
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 3, (60, len(LOWER))).astype(np.float32)
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    assert decoder.decode(logits) == decoder.decode(log_probs) == decoder.decode(logits + 5.0)
+
+
+def test_lexicon_without_lm_is_a_closed_vocabulary():
+    decoder = CTCBeamDecoder(LOWER, 0, lexicon=["cat", "dog"])
+    assert [w.text for w in decoder.decode(scores("kat", LOWER, alt={0: "c"}))] == ["cat"]
+
+
+def test_beam_with_lm_beats_greedy_on_noisy_posteriors(lm_path):
+    decoder = CTCBeamDecoder(UPPER, 0, lm=lm_path, alpha=0.8, beta=1.0)
+    rng = np.random.default_rng(0)
+    refs = [s.split() for s in ["the cat sat on the mat", "fat cat sleeps", "a big bat flies"]] * 4
+    greedy = beam = total = 0
+    for ref in refs:
+        logits = noisy_logits(ref, UPPER, rng)
+        upper = [w.upper() for w in ref]
+        greedy += edit_distance(upper, greedy_words(logits, UPPER))
+        beam += edit_distance(upper, [w.text for w in decoder.decode(logits)])
+        total += len(ref)
+    assert beam / total < 0.5 * greedy / total
+
+
+def test_empty_input_and_bad_input(lm_path):
+    decoder = CTCBeamDecoder(LOWER, 0, lm=lm_path)
+    assert decoder.decode(np.zeros((0, len(LOWER)), np.float32)) == []
+    with pytest.raises(ValueError, match=r"\(frames, 29\)"):
+        decoder.decode(np.zeros((5, 7), np.float32))
+    with pytest.raises(ValueError, match="blank_id"):
+        CTCBeamDecoder(LOWER, 99)
+    with pytest.raises(ValueError, match="delimiter"):
+        CTCBeamDecoder(LOWER, 0, delimiter="_")
+    with pytest.raises(FileNotFoundError, match="nope.arpa"):
+        CTCBeamDecoder(LOWER, 0, lm="nope.arpa")
+    with pytest.raises(ValueError, match="spelled"):
+        CTCBeamDecoder(["<pad>", "|", "x"], 0, lm=lm_path)
+
+
+def test_from_vocab(lm_path):
+    from models import CTCVocab
+
+    vocab = CTCVocab(tokens=tuple(UPPER), blank_id=0, delimiter="|")
+    decoder = CTCBeamDecoder.from_vocab(vocab, lm=lm_path)
+    assert decoder.tokens == UPPER and decoder.blank_id == 0
+    assert [w.text for w in decoder.decode(scores("c-at", UPPER))] == ["CAT"]
