@@ -493,10 +493,9 @@ class XVectorEmbedder:
         import torch
 
         from models import FeatureExtractor, UniSpeechSatForXVector
+        from models.loading import resolve_pretrained
 
-        local = Path(model_dir)
-        if not local.is_dir():
-            local = _resolve_hub_dir(str(model_dir))
+        local = resolve_pretrained(model_dir)  # a local folder, or the hub snapshot of owner/name
         torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(dtype)
         if torch_dtype is None:
             raise ValueError(f"dtype must be 'fp32' or 'bf16', got {dtype!r}")
@@ -536,17 +535,3 @@ class XVectorEmbedder:
             else:
                 out = mean_voiceprint(np.stack(vectors), np.array(weights, dtype=np.float64))
         return out.astype(np.float32)
-
-
-def _resolve_hub_dir(repo_id: str) -> Path:
-    """The local snapshot folder of a hub repo id (downloaded if needed and allowed)."""
-    if repo_id.count("/") != 1:
-        raise ValueError(f"{repo_id!r} is neither a checkpoint folder nor an owner/name hub id")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as exc:
-        raise ValueError(f"{repo_id!r} is not a local folder and huggingface_hub is not installed") from exc
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt"]))
-    except Exception as exc:  # offline, unknown repo, auth: one clear line
-        raise ValueError(f"cannot fetch {repo_id!r} from the hub: {exc}") from exc
