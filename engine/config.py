@@ -1,0 +1,180 @@
+"""Engine configuration: frozen, validated dataclasses with working defaults.
+
+A `HeadSchedule` says how one head sees the stream: windows of `window_samples`, a new one every
+`hop_samples`, each window's middle `hop_samples` taken ("committed") after `left_context_samples`
+and before `right_context_samples`. All lengths are whole 20 ms frames, so every window starts on
+the shared frame grid. Defaults and the measurements behind them are in docs/engine.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.timebase import FRAME_SAMPLES, SAMPLE_RATE
+
+
+def _check_frames(name: str, value: int, minimum: int = 0) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int number of samples, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value % FRAME_SAMPLES:
+        raise ValueError(
+            f"{name}={value} is not a whole number of {FRAME_SAMPLES}-sample frames "
+            f"(nearest: {round(value / FRAME_SAMPLES) * FRAME_SAMPLES})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HeadSchedule:
+    """Window geometry for one head (or one shared encoder pass), in samples.
+
+    Window k covers samples [k*hop, k*hop + window); it commits frames
+    [k*hop + left, (k+1)*hop + left) (window 0 also commits from frame 0), so every frame is
+    taken exactly once, with `left` context before it and at least `right` after it.
+    """
+
+    left_context_samples: int
+    hop_samples: int
+    right_context_samples: int
+
+    def __post_init__(self) -> None:
+        _check_frames("left_context_samples", self.left_context_samples)
+        _check_frames("hop_samples", self.hop_samples, minimum=FRAME_SAMPLES)
+        _check_frames("right_context_samples", self.right_context_samples, minimum=FRAME_SAMPLES)
+
+    @property
+    def window_samples(self) -> int:
+        """Samples per window: left context + hop + right context."""
+        return self.left_context_samples + self.hop_samples + self.right_context_samples
+
+    @property
+    def hop_frames(self) -> int:
+        return self.hop_samples // FRAME_SAMPLES
+
+    @property
+    def left_frames(self) -> int:
+        return self.left_context_samples // FRAME_SAMPLES
+
+    @property
+    def right_frames(self) -> int:
+        return self.right_context_samples // FRAME_SAMPLES
+
+    @property
+    def window_frames(self) -> int:
+        """Frames the encoder yields for a full window (the conv stack drops the last one)."""
+        return frames_in(self.window_samples)
+
+    @property
+    def algorithmic_latency_samples(self) -> int:
+        """Worst-case wait from a sample's arrival until its frame is committed (no compute)."""
+        return self.hop_samples + self.right_context_samples
+
+    @classmethod
+    def from_seconds(cls, left_s: float, hop_s: float, right_s: float) -> "HeadSchedule":
+        """Build from seconds (configuration edge only), rounded to whole frames."""
+
+        def frames(s: float) -> int:
+            return int(round(s * SAMPLE_RATE / FRAME_SAMPLES)) * FRAME_SAMPLES
+
+        return cls(frames(left_s), frames(hop_s), frames(right_s))
+
+
+def frames_in(n_samples: int) -> int:
+    """Encoder frames for `n_samples` input samples (conv stack: 400-sample field, 320 hop)."""
+    if n_samples < 400:
+        return 0
+    return (n_samples - 400) // FRAME_SAMPLES + 1
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakerConfig:
+    """Thresholds for speaker activity, turns and identity (see docs/engine.md for why)."""
+
+    onset: float = 0.6  # aggregated activity above this turns a speaker on
+    offset: float = 0.4  # ... and below this turns it off again (hysteresis)
+    min_on_frames: int = 10  # 0.2 s: shorter bursts are dropped
+    min_off_frames: int = 10  # 0.2 s: shorter gaps are bridged
+    embed_min_samples: int = 16_000  # 1 s of single-speaker speech before a first x-vector
+    embed_max_samples: int = 8 * SAMPLE_RATE  # x-vectors use at most the last 8 s of a run
+    embed_growth: float = 2.0  # re-embed a run when its clean speech doubled
+    new_cluster_threshold: float = 0.55  # cosine below this to every cluster: a new `unknown-N`
+    merge_threshold: float = 0.75  # two unknown clusters closer than this are merged
+    centroid_momentum: float = 0.8  # weight of the old centroid on update
+    cluster_audio_samples: int = 30 * SAMPLE_RATE  # audio kept per cluster for later enrollment
+    activity_every_windows: int = 1  # emit SpeakerActivity for every settled window span
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.offset <= self.onset < 1.0:
+            raise ValueError(f"need 0 < offset <= onset < 1, got offset={self.offset} onset={self.onset}")
+        for name in ("min_on_frames", "min_off_frames", "activity_every_windows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.embed_min_samples < 8000 or self.embed_max_samples < self.embed_min_samples:
+            raise ValueError(
+                f"need 8000 <= embed_min_samples <= embed_max_samples, got "
+                f"{self.embed_min_samples}, {self.embed_max_samples}"
+            )
+        if self.embed_growth <= 1.0:
+            raise ValueError(f"embed_growth must be > 1, got {self.embed_growth}")
+        for name in ("new_cluster_threshold", "merge_threshold", "centroid_momentum"):
+            v = getattr(self, name)
+            if not -1.0 <= v <= 1.0:
+                raise ValueError(f"{name} must lie in [-1, 1], got {v}")
+
+
+@dataclass(frozen=True, slots=True)
+class DegradeConfig:
+    """When to degrade: queued (not yet computed) audio per stream, in samples, per level.
+
+    Level 1 skips every other speaker-activity window and all partial captions; level 2 also stops
+    re-embedding speaker runs; level 3 drops the oldest queued caption windows' audio (counted in
+    `Stats.dropped_samples`) so lag cannot grow without bound. `enabled=False` never degrades.
+    """
+
+    enabled: bool = True
+    level_samples: tuple[int, int, int] = (2 * SAMPLE_RATE, 4 * SAMPLE_RATE, 8 * SAMPLE_RATE)
+    recover_fraction: float = 0.5  # step down once lag falls below this fraction of the level
+
+    def __post_init__(self) -> None:
+        a, b, c = self.level_samples
+        if not 0 < a < b < c:
+            raise ValueError(f"level_samples must be increasing positive, got {self.level_samples}")
+        if not 0.0 < self.recover_fraction < 1.0:
+            raise ValueError(f"recover_fraction must be in (0, 1), got {self.recover_fraction}")
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Everything the engine needs besides the models. Defaults: see docs/engine.md."""
+
+    ctc: HeadSchedule = field(default_factory=lambda: HeadSchedule.from_seconds(1.0, 0.8, 0.5))
+    diar: HeadSchedule = field(default_factory=lambda: HeadSchedule.from_seconds(1.5, 1.0, 1.5))
+    speakers: SpeakerConfig = field(default_factory=SpeakerConfig)
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)
+    partials: bool = True  # emit CaptionPartial for the uncommitted tail after each window
+    stats_every_windows: int = 10  # a Stats event every this many caption windows (0: never)
+    max_batch: int = 16  # windows per forward in the scheduler
+    max_queued_windows: int = 32  # per stream and head; beyond this the oldest are dropped
+    lm_lookback_frames: int = 250  # frames the language-model re-decoder may revise (5 s)
+    caption_gap_frames: int = 20  # 0.4 s between words starts a new caption
+    word_gap_frames: int = 15  # 0.3 s of silence ends a word even without a word delimiter
+    revise_horizon_frames: int = 3000  # captions stay revisable for 60 s after they settle
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ctc, HeadSchedule) or not isinstance(self.diar, HeadSchedule):
+            raise TypeError("ctc and diar must be HeadSchedule values")
+        if self.stats_every_windows < 0:
+            raise ValueError(f"stats_every_windows must be >= 0, got {self.stats_every_windows}")
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        if self.max_queued_windows < 2:
+            raise ValueError(f"max_queued_windows must be >= 2, got {self.max_queued_windows}")
+        if self.caption_gap_frames < 1:
+            raise ValueError(f"caption_gap_frames must be >= 1, got {self.caption_gap_frames}")
+        if self.word_gap_frames < 1:
+            raise ValueError(f"word_gap_frames must be >= 1, got {self.word_gap_frames}")
+        if self.revise_horizon_frames < 50:
+            raise ValueError(f"revise_horizon_frames must be >= 50, got {self.revise_horizon_frames}")
+        if self.lm_lookback_frames < 0:
+            raise ValueError(f"lm_lookback_frames must be >= 0, got {self.lm_lookback_frames}")

@@ -1,0 +1,99 @@
+"""The `Engine`: shared, stateless models plus configuration; it makes streams and schedulers.
+
+    engine = Engine.from_checkpoints(asr="models/embedded/ctc", diar="models/embedded/sd",
+                                     sv="models/embedded/sv", device="auto", dtype="fp32")
+    stream = engine.new_stream()
+    events = stream.accept(samples)   # float32 mono 16 kHz, any block size
+    events += stream.flush()
+
+Voiceprints: pass `speakers=` (a VoiceprintService, or any object with `voiceprints()` returning
+{name: vector} and a `threshold`), or a plain {name: vector} dict; they seed every new stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from engine.config import EngineConfig
+from engine.model_side import ModelSide
+from engine.scheduler import Scheduler
+from engine.stream import Stream
+
+
+def _voiceprints_of(speakers: Any) -> tuple[dict[str, np.ndarray], float | None]:
+    """{name: vector} and threshold from a VoiceprintService, a dict, or None."""
+    if speakers is None:
+        return {}, None
+    if isinstance(speakers, dict):
+        return {k: np.asarray(v, dtype=np.float32) for k, v in speakers.items()}, None
+    getter = getattr(speakers, "voiceprints", None)
+    if getter is None:
+        raise TypeError(f"speakers must be a VoiceprintService or a {{name: vector}} dict, got {type(speakers).__name__}")
+    prints = getter() if callable(getter) else getter
+    if not isinstance(prints, dict):
+        prints = {getattr(p, "name"): getattr(p, "vector", getattr(p, "embedding", None)) for p in prints}
+    threshold = getattr(speakers, "threshold", None)
+    if threshold is None:
+        embedder = getattr(speakers, "embedder", None)
+        threshold = getattr(embedder, "threshold", None)
+    threshold = getattr(threshold, "threshold", threshold)  # a Calibration object
+    return {k: np.asarray(v, dtype=np.float32) for k, v in prints.items() if v is not None}, (
+        float(threshold) if threshold is not None else None
+    )
+
+
+class Engine:
+    """Holds the shared `ModelSide`, the configuration and the enrolled voiceprints."""
+
+    def __init__(self, models: ModelSide, config: EngineConfig | None = None, speakers: Any = None,
+                 lm_factory: Callable[[], Any] | None = None, voiceprint_threshold: float | None = None) -> None:
+        if not isinstance(models, ModelSide):
+            raise TypeError(f"models must implement engine.model_side.ModelSide, got {type(models).__name__}")
+        self.models = models
+        self.config = config or EngineConfig()
+        self.speakers = speakers
+        self.lm_factory = lm_factory
+        self._voiceprint_threshold = voiceprint_threshold
+        self._next_id = 1
+
+    @classmethod
+    def from_checkpoints(cls, asr: str | None = None, diar: str | None = None, sv: str | None = None,
+                         device: str = "auto", dtype: str = "fp32", config: EngineConfig | None = None,
+                         speakers: Any = None, lm: Any = None) -> "Engine":
+        """Load each head from its Hugging Face–format folder; heads with identical encoders share one pass.
+
+        `lm`: an optional language-model decoder for engine/lm_redecode.py (see docs/engine.md).
+        """
+        from engine.torch_models import TorchModels
+
+        models = TorchModels.load(asr=asr, diar=diar, sv=sv, device=device, dtype=dtype)
+        factory = None
+        if lm is not None:
+            from engine import lm_redecode
+
+            cfg = config or EngineConfig()
+            factory = lambda: lm_redecode.make_redecoder(lm, models.vocab, cfg.lm_lookback_frames)  # noqa: E731
+        return cls(models, config, speakers, lm_factory=factory, voiceprint_threshold=models.sv_threshold)
+
+    @property
+    def embedder(self) -> Any:
+        """The x-vector embedder (`embed(samples)`, `fingerprint`, `threshold`) for voiceprints."""
+        return getattr(self.models, "embedder", None)
+
+    def new_stream(self) -> Stream:
+        """A fresh stream seeded with the current voiceprints."""
+        prints, threshold = _voiceprints_of(self.speakers)
+        threshold = threshold if threshold is not None else self._voiceprint_threshold
+        stream = Stream(
+            self.models, self.config, stream_id=self._next_id, voiceprints=prints,
+            voiceprint_threshold=threshold if threshold is not None else 0.5,
+            lm=self.lm_factory() if self.lm_factory is not None else None,
+        )
+        self._next_id += 1
+        return stream
+
+    def scheduler(self, max_batch: int | None = None, clock: Callable[[], float] | None = None) -> Scheduler:
+        """A scheduler that batches the windows of many streams of this engine."""
+        return Scheduler(self, max_batch=max_batch, clock=clock)
