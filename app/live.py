@@ -231,6 +231,9 @@ class StreamRunner:
                 self._maybe_stats()
             self._publish(await self._compute(self.stream.flush))
             self.bus.publish(self.meter.stats())
+            close = getattr(self.stream, "close", None)
+            if close is not None:  # a scheduled stream leaves its scheduler
+                await asyncio.get_running_loop().run_in_executor(self.executor, close)
         finally:
             producer.cancel()
             self.finished.set()

@@ -22,13 +22,13 @@ import secrets
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
 from app.bus import EventBus, Subscription
-from app.live import EngineStream, StreamRunner
+from app.live import StreamRunner
 from app.sources import AudioBlock
 from engine.timebase import SAMPLE_RATE
 
@@ -131,25 +131,23 @@ class ClientAudio:
 
 
 class FeedServer:
-    """Serves sessions to websocket clients; `new_stream` gives client-audio sessions a stream.
+    """Serves sessions to websocket clients; `pool` (app.compute.ComputePool) runs their audio.
 
-    `compute` is the executor that runs engine calls (shared with the app's own input, so
-    client streams and the app's stream are serialised onto the same compute resource).
+    The pool is shared with the app's own input, so client streams are batched with it through
+    the engine's scheduler on the one compute thread. Without a pool the server only relays.
     """
 
     def __init__(
         self,
         config: dict[str, Any],
-        new_stream: Callable[[], EngineStream] | None,
-        compute: Any = None,
+        pool: Any | None,
         token: str | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         client_queue: int = DEFAULT_CLIENT_QUEUE,
         log_items: int = DEFAULT_LOG_ITEMS,
     ) -> None:
         self.config = config
-        self.new_stream = new_stream
-        self.compute = compute
+        self.pool = pool
         self.token = token
         self.max_message_bytes = max_message_bytes
         self.client_queue = client_queue
@@ -230,7 +228,7 @@ class FeedServer:
                 "max_message_bytes": self.max_message_bytes, "client_queue": self.client_queue,
                 "log_items": self.log_items, "max_client_backlog_s": MAX_CLIENT_BACKLOG_S,
             },
-            "audio_formats": sorted(FORMATS), "accepts_audio": self.new_stream is not None,
+            "audio_formats": sorted(FORMATS), "accepts_audio": self.pool is not None,
         }
 
     def dropped_events(self) -> int:
@@ -355,7 +353,7 @@ class _Connection:
 
     async def _start(self, msg: dict[str, Any]) -> None:
         server = self.server
-        if server.new_stream is None:
+        if server.pool is None:
             await server._error(self.ws, "this server does not accept audio")
             return
         if self.own is not None:
@@ -376,8 +374,8 @@ class _Connection:
         session = FeedSession(session_id, bus, kind="client",
                               info={"sample_rate": rate, "format": fmt, "channels": channels})
         session.audio = ClientAudio(rate, fmt, channels)
-        stream = server.new_stream()
-        session.runner = StreamRunner(stream, bus, server.compute, fast=True,
+        stream = await server.pool.open_stream()
+        session.runner = StreamRunner(stream, bus, server.pool.executor, fast=True,
                                       dropped=lambda: session.audio.dropped_samples if session.audio else 0)
         server.sessions[session_id] = session
         server._forget_old_sessions()

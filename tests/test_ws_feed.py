@@ -12,6 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app.bus import EventBus
+from app.compute import ComputePool
 from app.server import FeedServer
 from engine.events import CaptionPartial, SpeakerActivity
 from tests.test_app_fakes import FakeEngine, tone
@@ -34,7 +35,7 @@ async def recv_until(ws: Any, kind: str) -> list[dict[str, Any]]:
 
 async def make_server(**kw: Any) -> tuple[FeedServer, EventBus, str, FakeEngine]:
     engine = FakeEngine()
-    server = FeedServer({"models": "fake"}, engine.new_stream, **kw)
+    server = FeedServer({"models": "fake"}, ComputePool(engine), **kw)
     bus = EventBus(log_items=kw.get("log_items", 5000))
     server.add_input_session("main", bus)
     port = await server.start("127.0.0.1", 0)

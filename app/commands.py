@@ -1,0 +1,143 @@
+"""The speaker subcommands: enroll, verify, identify, speakers list|remove, each printing JSON.
+
+They load only the speaker store and, when scoring is needed, the x-vector head (no caption model,
+no language model, no TUI, no websockets), so one call stays within a few seconds. `verify` prints
+one JSON object as its last stdout line and exits 0 whatever the decision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any
+
+import numpy as np
+
+from app.errors import AppError
+
+
+def _store(args: argparse.Namespace, create: bool) -> Any:
+    import os
+
+    from app.cli import speakers_db
+    from engine.speaker_store import SpeakerStore
+
+    path = speakers_db(args)
+    if not create and not os.path.exists(path):
+        return None
+    if create:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return SpeakerStore(path)
+
+
+def _service(args: argparse.Namespace, store: Any) -> Any:
+    from app.cli import embedded_dir, resolve_model
+    from engine.voiceprints import VoiceprintService, XVectorEmbedder
+
+    sv = resolve_model(args.sv_model, "--sv-model", embedded_dir("sv"))
+    if sv is None:
+        raise AppError("no speaker model: pass --sv-model DIR|OWNER/NAME (models/embedded/sv is missing)")
+    dtype = "fp32" if args.dtype == "fp16" else args.dtype  # fp16 has no CPU path for the x-vector head
+    try:
+        embedder = XVectorEmbedder(sv, device=args.device, dtype=dtype)
+    except Exception as exc:  # a wrong folder, a broken checkpoint or an unreachable hub: one line
+        raise AppError(f"--sv-model {args.sv_model or sv}: {_one_line(exc)}") from None
+    return VoiceprintService(embedder, store)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text
+
+
+def _audio(path: str) -> np.ndarray:
+    from app.sources import load_audio
+
+    return load_audio(path)
+
+
+def _record_microphone(args: argparse.Namespace, seconds: float) -> np.ndarray:
+    """Record `seconds` from the chosen microphone (16 kHz mono), showing progress on stderr."""
+    import asyncio
+
+    from app.sources import MicrophoneSource, choose_microphone
+
+    mic = choose_microphone(args.mic)
+
+    async def record() -> np.ndarray:
+        got: list[np.ndarray] = []
+        need = int(seconds * 16000)
+        async with MicrophoneSource(mic) as source:
+            async for block in source:
+                got.append(block.samples)
+                have = sum(len(b) for b in got)
+                print(f"\rrecording {have / 16000:4.1f}/{seconds:.1f} s", end="", file=sys.stderr)
+                if have >= need:
+                    break
+        print(file=sys.stderr)
+        return np.concatenate(got)[:need]
+
+    return asyncio.run(record())
+
+
+def _emit(obj: Any) -> None:
+    print(json.dumps(obj, ensure_ascii=False))
+
+
+def _person(info: Any) -> dict[str, Any]:
+    d = dataclasses.asdict(info) if dataclasses.is_dataclass(info) else dict(info)
+    if hasattr(info, "net_speech_s"):
+        d["net_speech_s"] = info.net_speech_s
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run one speaker subcommand; errors from the store or the model become one `AppError` line."""
+    from engine.speaker_store import VoiceprintError
+
+    try:
+        return _run(args)
+    except VoiceprintError as exc:
+        raise AppError(_one_line(exc)) from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "speakers":
+        store = _store(args, create=False)
+        if args.speakers_command == "list":
+            people = store.people() if store is not None else []
+            _emit({"speakers": [_person(p) for p in people]})
+            return 0
+        if store is None:
+            from engine.speaker_store import UnknownSpeakerError
+
+            raise UnknownSpeakerError(args.name, [])
+        _emit({"removed": store.remove(args.name)})
+        return 0
+    if command == "enroll":
+        recordings = ([_audio(p) for p in args.input] if args.input
+                      else [_record_microphone(args, args.seconds)])
+        store = _store(args, create=True)
+        result = _service(args, store).enroll(args.name, recordings, replace=args.replace)
+        _emit(result.to_dict())
+        return 0
+    store = _store(args, create=False)
+    if command == "verify":
+        if store is None:
+            from engine.speaker_store import UnknownSpeakerError
+
+            raise UnknownSpeakerError(args.name, [])
+        audio = _audio(args.input[0])
+        verdict = _service(args, store).verify(args.name, audio)
+        _emit({"name": verdict.name, "score": verdict.score, "threshold": verdict.threshold,
+               "accepted": bool(verdict.accepted)})
+        return 0
+    if command == "identify":
+        audio = _audio(args.input[0])
+        candidates = _service(args, store).identify(audio) if store is not None else []
+        _emit({"candidates": [c.to_dict() for c in candidates]})
+        return 0
+    raise AppError(f"unknown command {command!r}")

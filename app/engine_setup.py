@@ -1,0 +1,127 @@
+"""Build the engine and the voiceprint service from the command line's model options.
+
+Model options resolve to checkpoint folders or hub ids (app.cli.resolve_model); the default is
+the embedded model in models/embedded/{ctc,sd,sv}. Every loading failure (a wrong folder, a
+broken checkpoint, a hub id while offline) becomes one `AppError` line naming the option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.cli import embedded_dir, resolve_model
+from app.errors import AppError
+
+
+@dataclass(frozen=True, slots=True)
+class ModelChoice:
+    """The checkpoint (folder or hub id) of each head, None where the head is off."""
+
+    asr: str | None
+    diar: str | None
+    sv: str | None
+
+    def describe(self) -> dict[str, str | None]:
+        return {"asr": self.asr, "diar": self.diar, "sv": self.sv}
+
+
+def choose_models(args: argparse.Namespace) -> ModelChoice:
+    """Resolve --asr-model/--diar-model/--sv-model (default: the embedded model's folders)."""
+    choice = ModelChoice(
+        asr=resolve_model(args.asr_model, "--asr-model", embedded_dir("ctc")),
+        diar=resolve_model(args.diar_model, "--diar-model", embedded_dir("sd")),
+        sv=resolve_model(args.sv_model, "--sv-model", embedded_dir("sv")),
+    )
+    if choice.asr is None and choice.diar is None and choice.sv is None:
+        raise AppError(
+            "no model: the embedded model (models/embedded/) is missing and no --asr-model, "
+            "--diar-model or --sv-model was given"
+        )
+    return choice
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def load_engine(args: argparse.Namespace, models: ModelChoice) -> Any:
+    """`engine.Engine.from_checkpoints` for the chosen heads; failures become one clear line."""
+    from engine import Engine
+
+    try:
+        return Engine.from_checkpoints(
+            asr=models.asr, diar=models.diar, sv=models.sv, device=args.device, dtype=args.dtype
+        )
+    except AppError:
+        raise
+    except Exception as exc:  # which head failed is in the message the loader gives
+        flags = " ".join(f"{f}={v}" for f, v in (("asr", models.asr), ("diar", models.diar),
+                                                ("sv", models.sv)) if v)
+        raise AppError(f"cannot load the models ({flags}): {_one_line(exc)}") from None
+
+
+def attach_speakers(engine: Any, db_path: str) -> Any:
+    """Open the speaker store at `db_path` with the engine's embedder; seeds new streams.
+
+    Returns the VoiceprintService, or None when the engine has no speaker-embedding head.
+    """
+    embedder = getattr(engine, "embedder", None)
+    if embedder is None:
+        return None
+    from engine.speaker_store import SpeakerStore, VoiceprintError
+    from engine.voiceprints import VoiceprintService
+
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
+        service = VoiceprintService(embedder, SpeakerStore(db_path))
+    except (OSError, VoiceprintError) as exc:
+        raise AppError(f"speaker store {db_path}: {_one_line(exc)}") from None
+    engine.speakers = service
+    return service
+
+
+@dataclass(frozen=True, slots=True)
+class Demo:
+    """The bundled demo: a conversation and enrollment clips per pre-enrolled speaker."""
+
+    conversation: str
+    enroll: dict[str, list[str]]
+
+
+def demo_dir() -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo")
+
+
+def find_demo(folder: str | None = None) -> Demo:
+    """Read app/demo/manifest.json: {"conversation": FILE, "enroll": {NAME: [FILE, ...]}}."""
+    import json
+
+    folder = folder or demo_dir()
+    manifest = os.path.join(folder, "manifest.json")
+    if not os.path.isfile(manifest):
+        raise AppError(f"the bundled demo is missing ({manifest} not found); use --input PATH")
+    with open(manifest, encoding="utf-8") as f:
+        spec = json.load(f)
+    conv = os.path.join(folder, spec["conversation"])
+    enroll = {name: [os.path.join(folder, p) for p in (paths if isinstance(paths, list) else [paths])]
+              for name, paths in spec.get("enroll", {}).items()}
+    return Demo(conv, enroll)
+
+
+def enroll_demo_speakers(engine: Any, demo: Demo) -> tuple[Any, str]:
+    """Enroll the demo's speakers into a fresh store in a temporary folder (never the user's)."""
+    from app.sources import load_audio
+
+    folder = tempfile.mkdtemp(prefix="unispeech-live-demo-")
+    service = attach_speakers(engine, os.path.join(folder, "demo-speakers.db"))
+    if service is not None:
+        for name, paths in demo.enroll.items():
+            clips: list[np.ndarray] = [load_audio(p) for p in paths]
+            service.enroll(name, clips)
+    return service, folder
