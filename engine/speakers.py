@@ -62,9 +62,12 @@ class ActivityAggregator:
         Returns (first settled frame, settled (n, S) probs, permutation used).
         """
         t = len(probs)
-        end = start_frame + t
-        if start_frame < self._w.start:
-            raise ValueError(f"window at frame {start_frame} starts before held frames ({self._w.start})")
+        weights = np.hamming(t) if t > 2 else np.ones(t)
+        cut = max(0, self._w.start - start_frame)  # frames already settled take nothing new
+        if cut >= t:
+            return (*self._settle(settle_to), tuple(range(self.num_channels)))
+        probs, weights, start_frame = probs[cut:], weights[cut:], start_frame + cut
+        end = start_frame + len(probs)
         self._wp.extend_to(end)
         self._w.extend_to(end)
         wsum, wpsum = self._w.view(start_frame, end), self._wp.view(start_frame, end)
@@ -73,7 +76,6 @@ class ActivityAggregator:
         perm = best_permutation(probs, running, wsum)
         aligned = np.zeros_like(probs, dtype=np.float64)
         aligned[:, list(perm)] = probs
-        weights = np.hamming(t) if t > 2 else np.ones(t)
         wpsum += weights[:, None] * aligned
         wsum += weights
         return (*self._settle(settle_to), perm)
