@@ -186,6 +186,10 @@ class PersonInfo:
     def net_speech_s(self) -> float:
         return samples_to_seconds(self.net_speech_samples)
 
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "created_at": self.created_at, "n_recordings": self.n_recordings,
+                "net_speech_s": self.net_speech_s, "fingerprints": list(self.fingerprints)}
+
 
 def mean_voiceprint(vectors: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Unit-length weighted mean of unit-length embeddings `vectors` (n, dim) with `weights` (n,).

@@ -103,6 +103,9 @@ def test_voiceprints_are_kept_per_fingerprint(tmp_path):
         assert store.voiceprint("Alice", "fp:a").n_recordings == 1
         assert store.voiceprint("Alice", "fp:b").n_recordings == 1
         assert [p.fingerprints for p in store.people()] == [("fp:a", "fp:b")]
+        assert store.people()[0].to_dict() == {"name": "Alice", "created_at": store.people()[0].created_at,
+                                               "n_recordings": 2, "net_speech_s": 2.0,
+                                               "fingerprints": ["fp:a", "fp:b"]}
         assert [v.name for v in store.voiceprints("fp:b")] == ["Alice"]
         assert store.voiceprints("fp:c") == []
         with pytest.raises(ValueError, match="16-dimensional"):
