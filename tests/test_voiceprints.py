@@ -252,8 +252,9 @@ def test_uncalibrated_threshold_is_reported(store):
 
 
 def test_voiceprint_import_path_stays_light():
+    """`speakers list` / `remove` need no model at all, and `verify` no transformers or textual."""
     code = ("import sys, engine.voiceprints, engine.calibration, engine.speaker_store; "
-            "print(' '.join(m for m in ('transformers', 'textual', 'models') if m in sys.modules))")
+            "print(' '.join(m for m in ('torch', 'transformers', 'textual', 'models') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
