@@ -155,3 +155,14 @@ def test_verify_path_cost_without_torch_model_work_is_small(tiny_sv):
     t = time.perf_counter()
     XVectorEmbedder(tiny_sv)
     assert time.perf_counter() - t < 2.0
+
+
+def test_bf16_embeddings_stay_in_the_same_space(tiny_sv):
+    x = speaker_audio(2, 2.0)
+    fp32, bf16 = XVectorEmbedder(tiny_sv), XVectorEmbedder(tiny_sv, dtype="bf16")
+    assert bf16.fingerprint == fp32.fingerprint  # same checkpoint, same voiceprints
+    a, b = fp32.embed(x), bf16.embed(x)
+    assert b.dtype == np.float32
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.99
+    with pytest.raises(ValueError, match="dtype must be"):
+        XVectorEmbedder(tiny_sv, dtype="fp16")
