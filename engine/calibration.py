@@ -349,6 +349,13 @@ def read_clip(path: Path) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def _is_rate(text: str) -> bool:
+    try:
+        return 0.0 <= float(text) < 1.0
+    except ValueError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: measure a checkpoint's verification threshold and write its verification.json."""
     ap = argparse.ArgumentParser(prog="python -m engine.calibration", description=__doc__.split("\n\n")[0])
@@ -362,12 +369,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     args = ap.parse_args(argv)
+    point = args.operating_point
+    if point != "eer" and not (point.startswith("far=") and _is_rate(point[4:])):
+        ap.error(f"--operating-point must be 'eer' or 'far=X' with 0 <= X < 1, got {point!r}")
     try:
         from engine.voiceprints import XVectorEmbedder
 
+        embedder = XVectorEmbedder(args.sv_model, device=args.device, dtype=args.dtype)
         paths = list_trials(args.trials)
         clips = {s: [read_clip(p) for p in ps] for s, ps in paths.items()}
-        embedder = XVectorEmbedder(args.sv_model, device=args.device, dtype=args.dtype)
         scores = score_trials(embedder, clips, protocol=args.protocol)
         fars = tuple(args.far) if args.far else (0.01, 0.001)
         content = measure(scores, embedder.fingerprint, fars=fars, operating_point=args.operating_point,
