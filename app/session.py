@@ -154,7 +154,7 @@ class LiveSession:
             raise AppError("no input stream in this session")
         return self.runner.stream
 
-    async def record(self, seconds: float, progress: Any = None) -> np.ndarray:
+    async def record_input(self, seconds: float, progress: Any = None) -> np.ndarray:
         """The next `seconds` of live input (16 kHz); `progress(fraction)` is called as it fills."""
         if self.runner is None or self.runner.finished.is_set():
             raise AppError("the input has ended: nothing left to record")

@@ -277,7 +277,7 @@ class RecordScreen(ModalScreen[None]):
         bar = self.query_one("#progress", ProgressBar)
         status.update(f"recording {name} ... speak now")
         try:
-            audio = await app.session.record(self.seconds, lambda f: bar.update(progress=100 * f))
+            audio = await app.session.record_input(self.seconds, lambda f: bar.update(progress=100 * f))
             status.update("computing ...")
             if self.mode == "enroll":
                 result = await app.session.enroll(name, [audio])
@@ -385,25 +385,32 @@ class LiveTUI(App[int]):
         self._sub: Any = None
 
     def compose(self) -> ComposeResult:
+        # kept as attributes: app.query_one searches the active screen, which may be a dialog
+        self.w_box = VerticalScroll(id="captions-box")
+        self.w_captions = Static("", id="captions")
+        self.w_timeline = Static("", id="timeline")
+        self.w_matches = Static("", id="matches")
+        self.w_level = Static("", id="level")
+        self.w_gauges = Static("", id="gauges")
         yield Header(show_clock=False)
         with Horizontal():
             with Vertical(id="main"):
-                with VerticalScroll(id="captions-box"):
-                    yield Static("", id="captions")
-                yield Static("", id="timeline")
+                with self.w_box:
+                    yield self.w_captions
+                yield self.w_timeline
             with Vertical(id="side"):
-                yield Static("", id="matches")
-                yield Static("", id="level")
-                yield Static("", id="gauges")
+                yield self.w_matches
+                yield self.w_level
+                yield self.w_gauges
         yield Footer()
 
     async def on_mount(self) -> None:
         self.sub_title = f"input: {self.session.source.label}"
-        self.query_one("#captions-box").border_title = "captions"
-        self.query_one("#timeline").border_title = f"speakers, last {TIMELINE_S} s"
-        self.query_one("#matches").border_title = "enrolled matches"
-        self.query_one("#level").border_title = "input level"
-        self.query_one("#gauges").border_title = "engine"
+        self.w_box.border_title = "captions"
+        self.w_timeline.border_title = f"speakers, last {TIMELINE_S} s"
+        self.w_matches.border_title = "enrolled matches"
+        self.w_level.border_title = "input level"
+        self.w_gauges.border_title = "engine"
         try:
             await self.session.start()
         except AppError as exc:
@@ -451,16 +458,16 @@ class LiveTUI(App[int]):
 
     def _refresh_view(self) -> None:
         runner = self.session.runner
-        self.query_one("#level", Static).update(self._level_text(runner))
+        self.w_level.update(self._level_text(runner))
         if not self._dirty:
             return
         self._dirty = False
-        self.query_one("#captions", Static).update(self.board.render())
-        self.query_one("#captions-box", VerticalScroll).scroll_end(animate=False)
-        width = self.query_one("#timeline").size.width or 80
-        self.query_one("#timeline", Static).update(self.timeline.render(width - 2))
-        self.query_one("#matches", Static).update(self._matches_text())
-        self.query_one("#gauges", Static).update(self._gauges_text(runner))
+        self.w_captions.update(self.board.render())
+        self.w_box.scroll_end(animate=False)
+        width = self.w_timeline.size.width or 80
+        self.w_timeline.update(self.timeline.render(width - 2))
+        self.w_matches.update(self._matches_text())
+        self.w_gauges.update(self._gauges_text(runner))
 
     def _level_text(self, runner: Any) -> Text:
         if runner is None:

@@ -77,6 +77,13 @@ class FakeStream:
             self._done += SAMPLE_RATE
         return events
 
+    def rename_speaker(self, old: str, new: str, voiceprint: np.ndarray | None = None) -> list[Event]:
+        """Relabel: a revision for every caption so far (the fake keeps no per-caption speakers)."""
+        if old != "unknown-1":
+            raise KeyError(f"no speaker {old!r} in this stream")
+        self.renamed = (old, new, voiceprint)
+        return [CaptionRevision(cid, ("speaker",), speaker=new) for cid in range(2, self._caption_id + 1, 2)]
+
     def flush(self) -> list[Event]:
         events: list[Event] = []
         if len(self._buf) >= FRAME_SAMPLES:
@@ -87,10 +94,12 @@ class FakeStream:
 
 
 class FakeEngine:
-    """Hands out `FakeStream`s and remembers them."""
+    """Hands out `FakeStream`s and remembers them; `embedder` makes voiceprints possible."""
 
-    def __init__(self) -> None:
+    def __init__(self, embedder: FakeEmbedder | None = None) -> None:
         self.streams: list[FakeStream] = []
+        self.embedder = embedder
+        self.speakers = None
 
     def new_stream(self) -> FakeStream:
         stream = FakeStream()
@@ -101,6 +110,26 @@ class FakeEngine:
 def tone(seconds: float, freq: float = 220.0, amp: float = 0.3) -> np.ndarray:
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def syllables(seconds: float, freq: float = 220.0, amp: float = 0.3) -> np.ndarray:
+    """A tone gated 240 ms on, 80 ms off: the energy speech detector counts the bursts as speech."""
+    x = tone(seconds, freq, amp)
+    gate = (np.arange(len(x)) // FRAME_SAMPLES) % 16 < 12
+    return (x * gate).astype(np.float32)
+
+
+class FakeEmbedder:
+    """An `engine.voiceprints.Embedder` from band energies: different pitches, different 'voices'."""
+
+    fingerprint = "fake-band-energies-v1"
+    threshold = 0.9
+    description = "scripted test embedder"
+
+    def embed(self, samples: np.ndarray) -> np.ndarray:
+        spectrum = np.abs(np.fft.rfft(samples[: SAMPLE_RATE * 4], n=4096))
+        bands = np.add.reduceat(spectrum, np.geomspace(8, 2048, 13).astype(int))
+        return (bands / (np.linalg.norm(bands) + 1e-9)).astype(np.float32)
 
 
 def test_fake_is_chunking_invariant() -> None:

@@ -1,0 +1,186 @@
+"""The textual TUI driven with textual's pilot: keys, dialogs and widget state, plus rendered text.
+
+Sessions run the scripted fake engine over synthetic audio and, for voiceprints, the real
+VoiceprintService and SpeakerStore with a scripted band-energy embedder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+
+from app.session import InputChoice, LiveSession, SessionOptions
+from app.tui import CaptionBoard, HelpScreen, LiveTUI, NameTrackScreen, RecordScreen, SpeakerColours, Timeline
+from engine.events import CaptionFinal, CaptionPartial, SpeakerActivity, SpeakerMatch, Word
+from engine.speaker_store import SpeakerStore
+from engine.voiceprints import VoiceprintService
+from tests.test_app_fakes import FakeEmbedder, FakeEngine, syllables
+
+SIZE = (100, 30)
+
+
+def make_session(tmp_path: Any, seconds: float = 4.5, speed: float | None = None, **opts: Any) -> LiveSession:
+    engine = FakeEngine(FakeEmbedder())
+    speakers = VoiceprintService(engine.embedder, SpeakerStore(tmp_path / "speakers.db"))
+    engine.speakers = speakers
+    audio = np.concatenate([syllables(1.0, 220.0 if k % 2 == 0 else 700.0) for k in range(int(seconds))]
+                           + [syllables(seconds % 1.0)])
+    source = InputChoice("file", "talk.wav", samples=audio, speed=speed)
+    return LiveSession(engine, source, SessionOptions(headless=False, **opts), speakers)
+
+
+async def wait_for(pilot: Any, condition: Any, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not reached in time"
+        await pilot.pause(0.02)
+
+
+async def test_captions_timeline_and_matches_show_the_session(tmp_path) -> None:
+    app = LiveTUI(make_session(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.input_ended)
+        await wait_for(pilot, lambda: "word4b" in str(app.w_captions.render()))
+        captions = str(app.w_captions.render())
+        # first caption revised to bob by the fake engine; speakers label each turn
+        assert captions.splitlines() == [
+            "bob: word0a word0b", "unknown-1: word1a word1b", "alice: word2a word2b",
+            "unknown-1: word3a word3b", "alice: word4a word4b",
+        ]
+        timeline = app.timeline.render(60).plain.splitlines()
+        assert timeline[0].startswith("alice") and timeline[1].startswith("unknown-1")
+        assert "^" not in timeline[2]  # turns alternate: no overlap
+        matches = str(app.w_matches.render())
+        assert "✓ alice 0.81/0.50" in matches
+        assert "input ended" in str(app.w_gauges.render())
+
+
+async def test_pause_help_save_and_quit_keys(tmp_path) -> None:
+    out = tmp_path / "talk.txt"
+    session = make_session(tmp_path, seconds=30, speed=4.0, outputs={"transcript": str(out)})
+    app = LiveTUI(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: session.runner is not None and session.runner.meter.audio_samples > 0)
+        await pilot.press("p")
+        assert session.runner.pause.paused
+        await pilot.pause(0.15)
+        assert str(app.w_level.render()) == "PAUSED"
+        fed = session.runner.meter.audio_samples
+        await pilot.pause(0.3)  # at 4x, 0.3 s would be 1.2 s of audio if the pause leaked
+        assert session.runner.meter.audio_samples - fed <= 1600
+        await pilot.press("p")
+        assert not session.runner.pause.paused
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        await wait_for(pilot, lambda: len(session.record.captions) >= 1)
+        await pilot.press("s")
+        assert out.read_text().startswith("word0a word0b")
+        await pilot.press("q")
+        await wait_for(pilot, lambda: not app.is_running)
+    assert app.return_value == 0
+    assert session.stopping.is_set() and session.runner.finished.is_set()
+    assert not session.interrupted
+
+
+async def test_enroll_dialog_records_with_progress_and_enrolls(tmp_path) -> None:
+    session = make_session(tmp_path, seconds=60, speed=40.0)
+    app = LiveTUI(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: session.runner is not None)
+        session.runner.pause.toggle()  # hold the file while the dialog opens (a loaded machine is slow)
+        await pilot.press("e")
+        screen = app.screen
+        assert isinstance(screen, RecordScreen) and screen.mode == "enroll"
+        screen.query_one("#name").value = "dana"
+        await pilot.press("enter")
+        assert screen.busy and screen.query_one("#progress").progress == 0
+        session.runner.pause.toggle()
+        await wait_for(pilot, lambda: screen.outcome is not None or "error" in str(screen.query_one("#status").render()))
+        assert screen.outcome is not None, str(screen.query_one("#status").render())
+        assert screen.query_one("#progress").progress == 100
+        session.runner.pause.toggle()
+        assert screen.outcome.name == "dana" and screen.outcome.total_recordings == 1
+        assert [p.name for p in session.speakers.list()] == ["dana"]
+        await pilot.press("escape", "v")
+        screen = app.screen
+        assert isinstance(screen, RecordScreen) and screen.mode == "verify"
+        screen.query_one("#name").value = "dana"
+        await pilot.press("enter")
+        session.runner.pause.toggle()
+        await wait_for(pilot, lambda: screen.outcome is not None or "error" in str(screen.query_one("#status").render()))
+        verdict = screen.outcome
+        assert verdict is not None and verdict.name == "dana"
+        assert f"score {verdict.score:.3f}" in str(screen.query_one("#status").render())
+        await pilot.press("escape", "q")
+
+
+async def test_name_track_enrolls_from_what_it_said_and_relabels(tmp_path) -> None:
+    session = make_session(tmp_path, seconds=12)
+    app = LiveTUI(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.input_ended)
+        await pilot.press("n")
+        screen = app.screen
+        assert isinstance(screen, NameTrackScreen)
+        assert screen.query_one("#track").value == "unknown-1"
+        await pilot.press("enter")  # track prefilled: focus moves to the name
+        screen.query_one("#name").value = "erin"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.outcome is not None or "error" in str(screen.query_one("#status").render()))
+        assert screen.outcome is not None, str(screen.query_one("#status").render())
+        # six odd seconds were unknown-1's solo turns: that is what was enrolled
+        assert session.speakers.list()[0].name == "erin"
+        assert abs(screen.outcome.total_net_speech_samples - 6 * 16000) <= 6 * 16000 * 0.3
+        assert session.runner.stream.renamed[:2] == ("unknown-1", "erin")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: "erin: word1a" in str(app.w_captions.render()))
+        assert "unknown-1" not in str(app.w_captions.render())
+        assert "erin" in app.timeline.render(60).plain
+
+
+async def test_name_track_refuses_an_unknown_track(tmp_path) -> None:
+    session = make_session(tmp_path, seconds=2)
+    app = LiveTUI(session)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.input_ended)
+        await pilot.press("n")
+        screen = app.screen
+        screen.query_one("#track").value = "unknown-9"
+        screen.query_one("#name").focus()
+        screen.query_one("#name").value = "zed"
+        await pilot.press("enter")
+        assert "no track 'unknown-9'" in str(screen.query_one("#status").render())
+        assert session.speakers.list() == []
+
+
+def test_rendered_text_snapshot() -> None:
+    colours = SpeakerColours()
+    board = CaptionBoard(colours)
+    timeline = Timeline(colours)
+    events = [
+        CaptionFinal(1, "hello there", (Word("hello", 0, 20, "ann"), Word("there", 20, 40, "ann")), 0, 40, "ann"),
+        CaptionFinal(2, "hi", (Word("hi", 40, 60, "unknown-1"),), 40, 60, "unknown-1"),
+        CaptionPartial("how are", 60, 90, "unknown-1"),
+        SpeakerActivity(0, ("ann", "unknown-1"), tuple((1.0, 0.0) for _ in range(30)) + tuple((1.0, 1.0) for _ in range(30))
+                        + tuple((0.0, 1.0) for _ in range(30))),
+        SpeakerMatch("ann", "ann", 0.77, 0.5, True),
+    ]
+    for e in events:
+        board.apply(e)
+        timeline.apply(e)
+    assert board.plain() == "ann: hello there\nunknown-1: hi how are"
+    spans = board.render().spans
+    partial_style = str(spans[-1].style)
+    assert "dim" in partial_style and "italic" in partial_style and "dim" not in str(spans[1].style)
+    # 30 s in 30 columns: 1 s per column; speech covers the last 1.8 s (90 frames)
+    assert timeline.render(12 + 2 + 30).plain.splitlines() == [
+        "ann          " + "·" * 28 + "██",
+        "unknown-1    " + "·" * 28 + "██",
+        "overlap      " + " " * 28 + "^^",
+        "             -30s" + "now".rjust(26),
+    ]
