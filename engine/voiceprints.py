@@ -482,13 +482,14 @@ def checkpoint_fingerprint(model_dir: str | os.PathLike[str]) -> str:
 class XVectorEmbedder:
     """`Embedder` over a UniSpeech-SAT x-vector checkpoint folder (models/ `UniSpeechSatForXVector`).
 
+    `device`: "cpu" (also for None), "cuda[:N]" or "auto"; `dtype`: "fp32" (also for None) or "bf16".
     The threshold comes from `verification.json` beside the checkpoint when it was measured for
     these weights (see engine.calibration), else the documented fallback with `calibration.calibrated`
     False. Recordings longer than `max_chunk_s` are embedded in equal chunks whose unit embeddings
     are averaged by length, which bounds memory and attention cost.
     """
 
-    def __init__(self, model_dir: str | os.PathLike[str], *, device: str = "cpu", dtype: str = "fp32",
+    def __init__(self, model_dir: str | os.PathLike[str], *, device: str | None = "cpu", dtype: str | None = "fp32",
                  max_chunk_s: float = 20.0) -> None:
         import torch
 
@@ -496,9 +497,10 @@ class XVectorEmbedder:
         from models.loading import resolve_pretrained
 
         local = resolve_pretrained(model_dir)  # a local folder, or the hub snapshot of owner/name
-        torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(dtype)
+        torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(dtype or "fp32")
         if torch_dtype is None:
             raise ValueError(f"dtype must be 'fp32' or 'bf16', got {dtype!r}")
+        device = device or "cpu"
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self._torch = torch
