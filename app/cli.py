@@ -185,8 +185,8 @@ def speakers_db(args: argparse.Namespace) -> str:
     return str(default_store_path())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+def main(argv: Sequence[str] | None = None, engine_factory: Any = None) -> int:
+    """Run the command line; returns the exit status (`engine_factory` replaces model loading)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = parse_args(argv)
@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_command(args)
         from app.session import run_live_app
 
-        return run_live_app(args)
+        return run_live_app(args, engine_factory)
     except AppError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

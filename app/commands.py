@@ -32,13 +32,19 @@ def _store(args: argparse.Namespace, create: bool) -> Any:
     return SpeakerStore(path)
 
 
-def _service(args: argparse.Namespace, store: Any) -> Any:
+def _sv_model(args: argparse.Namespace) -> str:
     from app.cli import embedded_dir, resolve_model
-    from engine.voiceprints import VoiceprintService, XVectorEmbedder
 
     sv = resolve_model(args.sv_model, "--sv-model", embedded_dir("sv"))
     if sv is None:
         raise AppError("no speaker model: pass --sv-model DIR|OWNER/NAME (models/embedded/sv is missing)")
+    return sv
+
+
+def _service(args: argparse.Namespace, store: Any) -> Any:
+    from engine.voiceprints import VoiceprintService, XVectorEmbedder
+
+    sv = _sv_model(args)
     dtype = "fp32" if args.dtype == "fp16" else args.dtype  # fp16 has no CPU path for the x-vector head
     try:
         embedder = XVectorEmbedder(sv, device=args.device, dtype=dtype)
@@ -117,6 +123,7 @@ def _run(args: argparse.Namespace) -> int:
             raise UnknownSpeakerError(args.name, [])
         _emit({"removed": store.remove(args.name)})
         return 0
+    _sv_model(args)  # a wrong model option is reported before any work
     if command == "enroll":
         recordings = ([_audio(p) for p in args.input] if args.input
                       else [_record_microphone(args, args.seconds)])
@@ -124,19 +131,18 @@ def _run(args: argparse.Namespace) -> int:
         result = _service(args, store).enroll(args.name, recordings, replace=args.replace)
         _emit(result.to_dict())
         return 0
+    audio = _audio(args.input[0])  # a bad file is reported before anything else
     store = _store(args, create=False)
     if command == "verify":
         if store is None:
             from engine.speaker_store import UnknownSpeakerError
 
             raise UnknownSpeakerError(args.name, [])
-        audio = _audio(args.input[0])
         verdict = _service(args, store).verify(args.name, audio)
         _emit({"name": verdict.name, "score": verdict.score, "threshold": verdict.threshold,
                "accepted": bool(verdict.accepted)})
         return 0
     if command == "identify":
-        audio = _audio(args.input[0])
         candidates = _service(args, store).identify(audio) if store is not None else []
         _emit({"candidates": [c.to_dict() for c in candidates]})
         return 0
