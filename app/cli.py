@@ -118,7 +118,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """Parse `argv`, fill defaults and check the combinations argparse cannot express."""
     args = build_parser().parse_args(list(argv))
     for key, value in DEFAULTS.items():
-        if not hasattr(args, key):
+        if getattr(args, key, None) is None:
             setattr(args, key, value)
     if args.command in ("verify", "identify") and (not args.input or len(args.input) != 1):
         raise AppError(f"{args.command} needs exactly one --input PATH", exit_code=EXIT_USAGE)

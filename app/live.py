@@ -22,7 +22,7 @@ import numpy as np
 
 from app.bus import EventBus
 from app.sources import AudioBlock, PauseSwitch
-from engine.events import Event, Stats
+from engine.events import EVENT_TYPES, Event, Stats
 from engine.timebase import FRAME_SAMPLES, SAMPLE_RATE
 
 HISTORY_S = 180  # audio kept for enrolling a speaker from the session
@@ -107,7 +107,7 @@ class Meter:
             return
         arrived = self.arrival_of(int(end_frame) * FRAME_SAMPLES)
         if arrived is not None:
-            kind = type(event).__name__
+            kind = EVENT_TYPES[type(event)]
             self.latencies_ms.setdefault(kind, deque(maxlen=200)).append((now - arrived) * 1000)
 
     @property
@@ -116,7 +116,7 @@ class Meter:
         return self.compute_s / (self.audio_samples / SAMPLE_RATE) if self.audio_samples else None
 
     def stats(self, windows: int = 0) -> Stats:
-        latency = {
+        latency = {  # arrival of an event's last sample -> event published, per event type
             f"{kind}_p50": float(np.percentile(list(v), 50)) for kind, v in self.latencies_ms.items() if v
         }
         return Stats(
@@ -153,14 +153,21 @@ class StreamRunner:
         self._queue: asyncio.Queue[AudioBlock | None] = asyncio.Queue(maxsize=4 if fast else 0)
         self._dropped = dropped
         self._last_stats_at = 0
+        self._engine_stats = False  # once the engine reports Stats, the app adds to those instead
         self.pause = PauseSwitch()
         self.finished = asyncio.Event()
         self.listeners: list[Callable[[AudioBlock], None]] = []  # raw audio taps (TUI recorder)
+        # a stream served by a batching scheduler brings its own coroutines (app.compute)
+        self._accept = getattr(stream, "accept_async", None) or stream.accept
+        self._flush = getattr(stream, "flush_async", None) or stream.flush
 
-    async def _compute(self, fn: Callable[..., list[Event]], *args: Any) -> list[Event]:
-        loop = asyncio.get_running_loop()
+    async def _compute(self, fn: Callable[..., Any], *args: Any) -> list[Event]:
+        """Run an engine call: its own coroutine (a scheduled stream) or on the compute thread."""
         started = time.perf_counter()
-        events = await loop.run_in_executor(self.executor, fn, *args)
+        if asyncio.iscoroutinefunction(fn):
+            events = await fn(*args)
+        else:
+            events = await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
         self.meter.compute_s += time.perf_counter() - started
         self.meter.calls += 1
         return list(events)
@@ -170,6 +177,7 @@ class StreamRunner:
         for event in events:
             self.meter.saw(event, now)
             if isinstance(event, Stats):  # the engine's own figures, completed with the app's
+                self._engine_stats = True
                 event = self._merge_stats(event)
             self.bus.publish(event)
 
@@ -227,10 +235,11 @@ class StreamRunner:
                     self.meter.dropped_samples = self._dropped()
                 samples = audio[0].samples if len(audio) == 1 else np.concatenate([b.samples for b in audio])
                 self._report_load()
-                self._publish(await self._compute(self.stream.accept, samples))
+                self._publish(await self._compute(self._accept, samples))
                 self._maybe_stats()
-            self._publish(await self._compute(self.stream.flush))
-            self.bus.publish(self.meter.stats())
+            self._publish(await self._compute(self._flush))
+            if not self._engine_stats:
+                self.bus.publish(self.meter.stats())
             close = getattr(self.stream, "close", None)
             if close is not None:  # a scheduled stream leaves its scheduler
                 await asyncio.get_running_loop().run_in_executor(self.executor, close)
@@ -239,6 +248,8 @@ class StreamRunner:
             self.finished.set()
 
     def _maybe_stats(self) -> None:
+        if self._engine_stats:
+            return
         if self.meter.audio_samples - self._last_stats_at >= STATS_EVERY_SAMPLES:
             self._last_stats_at = self.meter.audio_samples
             self.bus.publish(self.meter.stats())
