@@ -1,0 +1,176 @@
+"""The app over the real engine and models/ on tiny random checkpoints (written here, no download).
+
+A headless run of run_live.py as a subprocess; the speaker subcommands in process (enroll, verify,
+identify, list, remove, their JSON, unknown names, too little speech); a hub id while offline;
+and the websocket feed serving audio from two clients at once through the engine's scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from app.cli import main
+from tests.test_cli import ROOT, synth
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _write(directory: Path, head: str, seed: int) -> Path:
+    import models
+    from tests.tiny_checkpoints import tiny_config_dict, write_preprocessor, write_vocab
+
+    klass = {"ctc": models.UniSpeechSatForCTC, "frame": models.UniSpeechSatForAudioFrameClassification,
+             "xvector": models.UniSpeechSatForXVector}[head]
+    torch.manual_seed(seed)
+    extra = {"num_labels": 3} if head == "frame" else {}
+    model = klass(models.UniSpeechSatConfig.from_dict(tiny_config_dict("base", head, **extra)))
+    path = model.save_pretrained(directory)
+    write_preprocessor(path, do_normalize=head == "ctc", return_attention_mask=head != "ctc")
+    if head == "ctc":
+        write_vocab(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    out = {head: _write(root / head, head, seed) for seed, head in enumerate(("ctc", "frame", "xvector"))}
+    speech = {}
+    for name, text, engine in (
+        ("ann1", "The quick brown fox jumps over the lazy dog near the river bank today.", "espeak-ng"),
+        ("ann2", "She sells sea shells by the sea shore every single summer morning.", "espeak-ng"),
+        ("bob1", "Thanks, I will share my screen with everyone in a moment.", "flite"),
+    ):
+        speech[name] = synth(root, name, text, engine)
+    out.update({name: root / f"{name}.wav" for name in speech})
+    return out
+
+
+def models_args(tiny: dict[str, Path]) -> list[str]:
+    return ["--asr-model", str(tiny["ctc"]), "--diar-model", str(tiny["frame"]), "--sv-model", str(tiny["xvector"])]
+
+
+def test_headless_subprocess_over_the_real_engine(tiny: dict[str, Path], tmp_path: Path) -> None:
+    rttm, transcript = tmp_path / "m.rttm", tmp_path / "m.txt"
+    run = subprocess.run(
+        [sys.executable, "run_live.py", "--input", str(tiny["bob1"]), "--fast", "--headless",
+         "--rttm", str(rttm), "--transcript", str(transcript), "--speakers-db", str(tmp_path / "s.db"),
+         *models_args(tiny)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    records = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    kinds = {r["type"] for r in records}
+    assert {"caption_partial", "speaker_activity", "speaker_turn", "stats"} <= kinds
+    assert records[-1]["type"] == "end"
+    assert all(line.startswith("SPEAKER bob1 1 ") for line in rttm.read_text().splitlines())
+    assert transcript.exists()
+
+
+def test_speaker_subcommands(tiny: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = ["--speakers-db", str(tmp_path / "speakers.db"), "--sv-model", str(tiny["xvector"])]
+
+    def run(*argv: str) -> tuple[int, dict, str]:
+        code = main([*argv, *db])
+        out = capsys.readouterr()
+        last = json.loads(out.out.strip().splitlines()[-1]) if out.out.strip() else {}
+        return code, last, out.err
+
+    code, enrolled, err = run("enroll", "ann", "--input", str(tiny["ann1"]), str(tiny["ann2"]))
+    assert code == 0, err
+    assert enrolled["name"] == "ann" and enrolled["n_recordings"] == 2 and enrolled["net_speech_s"] >= 5
+    code, bob, err = run("enroll", "bob", "--input", str(tiny["bob1"]), str(tiny["bob1"]))
+    assert code == 0, err
+    code, verdict, _ = run("verify", "ann", "--input", str(tiny["bob1"]))
+    assert code == 0  # whatever the decision
+    assert set(verdict) == {"name", "score", "threshold", "accepted"}
+    assert isinstance(verdict["score"], float) and isinstance(verdict["accepted"], bool)
+    assert verdict["accepted"] == (verdict["score"] >= verdict["threshold"])
+    # the printed score is the service's own float, not rounded
+    from engine.speaker_store import SpeakerStore
+    from engine.voiceprints import VoiceprintService, XVectorEmbedder
+    from app.sources import load_audio
+
+    service = VoiceprintService(XVectorEmbedder(tiny["xvector"]), SpeakerStore(tmp_path / "speakers.db"))
+    assert verdict["score"] == service.verify("ann", load_audio(tiny["bob1"])).score
+    code, ident, _ = run("identify", "--input", str(tiny["ann1"]))
+    assert code == 0 and sorted(c["name"] for c in ident["candidates"]) == ["ann", "bob"]
+    scores = [c["score"] for c in ident["candidates"]]
+    assert scores == sorted(scores, reverse=True)
+    code, listed, _ = run("speakers", "list")
+    assert code == 0 and sorted(p["name"] for p in listed["speakers"]) == ["ann", "bob"]
+    code, removed, _ = run("speakers", "remove", "bob")
+    assert code == 0 and removed == {"removed": "bob"}
+    code, _, err = run("verify", "bob", "--input", str(tiny["bob1"]))
+    assert code == 2 and err.startswith("error: ") and "bob" in err and err.count("\n") == 1
+    silence = tmp_path / "silence.wav"
+    sf.write(silence, np.zeros(16000 * 6, np.float32), 16000)
+    code, _, err = run("enroll", "cy", "--input", str(silence))
+    assert code == 2 and "speech" in err and err.count("\n") == 1
+
+
+def test_hub_id_while_offline(tiny: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: nothing to fall back on
+    code = main(["--input", str(tiny["bob1"]), "--headless", "--asr-model", "nobody/no-such-model",
+                 "--diar-model", "none", "--sv-model", "none", "--speakers-db", str(tmp_path / "s.db")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and "nobody/no-such-model" in err[0]
+    code = main(["enroll", "ann", "--input", str(tiny["ann1"]), "--sv-model", "nobody/no-such-model",
+                 "--speakers-db", str(tmp_path / "s.db")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "nobody/no-such-model" in err[0]
+
+
+async def test_feed_batches_audio_from_two_clients(tiny: dict[str, Path], tmp_path: Path) -> None:
+    from websockets.asyncio.client import connect
+
+    from app.engine_setup import ModelChoice, load_engine
+    from app.cli import parse_args
+    from app.session import InputChoice, LiveSession, SessionOptions
+
+    args = parse_args(models_args(tiny))
+    engine = load_engine(args, ModelChoice(str(tiny["ctc"]), str(tiny["frame"]), str(tiny["xvector"])))
+    session = LiveSession(engine, InputChoice("none", "clients"), SessionOptions(serve=("127.0.0.1", 0)))
+    await session.start()
+    try:
+        url = f"ws://127.0.0.1:{session.port}/"
+        audio, rate = sf.read(tiny["ann1"], dtype="float32")
+        pcm = (audio * 32767).astype("<i2").tobytes()
+
+        async def client() -> list[dict]:
+            async with connect(url) as ws:
+                hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert hello["type"] == "hello" and hello["accepts_audio"]
+                await ws.send(json.dumps({"type": "start", "sample_rate": rate, "format": "pcm16"}))
+                step = rate // 10 * 2  # 100 ms of pcm16
+                for i in range(0, len(pcm), step):
+                    await ws.send(pcm[i : i + step])
+                await ws.send(json.dumps({"type": "stop"}))
+                got = []
+                while not got or got[-1]["type"] != "end":
+                    got.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+                return got
+
+        a, b = await asyncio.gather(client(), client())
+        for got in (a, b):
+            events = [m for m in got if "seq" in m]
+            assert [m["seq"] for m in events] == list(range(1, len(events) + 1))
+            assert {"caption_partial", "speaker_turn", "stats"} <= {m["type"] for m in events}
+        # the same audio gives the same captions on both streams, and windows were batched
+        finals = [[m["text"] for m in got if m["type"] == "caption_final"] for got in (a, b)]
+        assert finals[0] == finals[1]
+        assert session.pool.batched_windows > 0
+    finally:
+        await session.close()
