@@ -38,6 +38,11 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+def _params_key(*params: torch.Tensor) -> tuple:
+    """Identity of parameter values: changes when a parameter is replaced, moved or edited in place."""
+    return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+
+
 def conv_output_lengths(config: UniSpeechSatConfig, input_lengths: torch.Tensor) -> torch.Tensor:
     """Frames the conv front end makes from `input_lengths` samples (transformers' formula)."""
     for kernel, stride in zip(config.conv_kernel, config.conv_stride):
@@ -129,9 +134,11 @@ class ConvLayer(nn.Module):
 class FeatureEncoder(nn.Module):
     """Conv front end: (B,N) samples -> (B,T,C) features (`feature_extractor` in the checkpoints).
 
-    Runs in (time, channel) layout: each strided conv is a matmul over unfolded frames, and the
-    group norm is a per-channel mean/variance over time, which is cheaper on CPU than Conv1d +
-    GroupNorm over (B,C,T) and needs no transposes.
+    Runs in (time, channel) layout with every strided conv as matmuls over frames. Without autograd
+    it does less work than Conv1d + GroupNorm + GELU over (B,C,T): the group norm of layer 0 is
+    folded into that layer's weights (per item, from the 10x10 covariance of the input frames),
+    later convs read their input frames through strided views instead of copies, and GELU runs in
+    place. With autograd (training) it runs the plain differentiable form of the same maths.
     """
 
     def __init__(self, config: UniSpeechSatConfig) -> None:
@@ -139,29 +146,107 @@ class FeatureEncoder(nn.Module):
         self.config = config
         self.conv_layers = nn.ModuleList(ConvLayer(config, i) for i in range(config.num_feat_extract_layers))
         self.act = _ACTIVATIONS[config.feat_extract_activation]
+        self._in_place_gelu = config.feat_extract_activation == "gelu"
+        self._weights_key: tuple | None = None
+        self._tap_weights: list[tuple[torch.Tensor, list[torch.Tensor]]] = []
+
+    def _check_length(self, samples: int) -> None:
+        length = samples
+        for i, (k, s) in enumerate(zip(self.config.conv_kernel, self.config.conv_stride)):
+            if length < k:
+                raise ValueError(
+                    f"input of {samples} samples is too short for the conv front end "
+                    f"(layer {i} needs {k} frames, got {length}); the minimum is 400 samples for 16 kHz models"
+                )
+            length = (length - k) // s + 1
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        self._check_length(input_values.shape[-1])
+        if torch.is_grad_enabled() or not self._in_place_gelu or any(
+            layer.conv.kernel_size[0] < layer.conv.stride[0] for layer in self.conv_layers
+        ):
+            return self._forward_autograd(input_values)
+        return self._forward_inference(input_values)
+
+    def _forward_autograd(self, input_values: torch.Tensor) -> torch.Tensor:
         h = input_values[:, :, None]  # (B,N,1)
-        for i, layer in enumerate(self.conv_layers):
+        for layer in self.conv_layers:
             conv = layer.conv
-            k, s = conv.kernel_size[0], conv.stride[0]
-            if h.shape[1] < k:
-                raise ValueError(
-                    f"input of {input_values.shape[-1]} samples is too short for the conv front end "
-                    f"(layer {i} needs {k} frames, got {h.shape[1]})"
-                )
-            frames = h.unfold(1, k, s)  # (B,T',C_in,k)
+            frames = h.unfold(1, conv.kernel_size[0], conv.stride[0])  # (B,T',C_in,k)
             b, t = frames.shape[:2]
             h = F.linear(frames.reshape(b, t, -1), conv.weight.reshape(conv.out_channels, -1), conv.bias)
             norm = layer.layer_norm
             if isinstance(norm, nn.LayerNorm):
                 h = F.layer_norm(h, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-            elif isinstance(norm, nn.GroupNorm):
+            elif isinstance(norm, nn.GroupNorm):  # per-channel norm over time
                 var, mean = torch.var_mean(h, dim=1, keepdim=True, correction=0)
                 scale = norm.weight * torch.rsqrt(var + norm.eps)  # (B,1,C)
                 h = torch.addcmul(norm.bias - mean * scale, h, scale)
             h = self.act(h)
         return h  # (B,T,C)
+
+    def _taps(self) -> list[tuple[torch.Tensor, list[torch.Tensor]]]:
+        """Per layer >= 1: (weight of the first `stride` taps as (stride*C_in, C_out), [later taps (C_in, C_out)]),
+        cached until a conv weight changes."""
+        weights = [layer.conv.weight for layer in self.conv_layers[1:]]
+        key = _params_key(*weights)
+        if key != self._weights_key:
+            self._tap_weights = []
+            for layer in self.conv_layers[1:]:
+                w, s = layer.conv.weight, layer.conv.stride[0]  # (C_out, C_in, k)
+                first = w[:, :, :s].permute(0, 2, 1).reshape(w.shape[0], -1).t().contiguous()
+                rest = [w[:, :, j].t().contiguous() for j in range(s, w.shape[2])]
+                self._tap_weights.append((first, rest))
+            self._weights_key = key
+        return self._tap_weights
+
+    def _forward_inference(self, input_values: torch.Tensor) -> torch.Tensor:
+        b = input_values.shape[0]
+        layer = self.conv_layers[0]
+        conv, norm = layer.conv, layer.layer_norm
+        k, s = conv.kernel_size[0], conv.stride[0]
+        frames = input_values.unfold(1, k, s)  # (B,T0,k) view; in_channels is 1
+        w = conv.weight.reshape(conv.out_channels, k)  # (C,k)
+        h = input_values.new_empty(b, frames.shape[1], conv.out_channels)
+        for i in range(b):
+            f = frames[i].contiguous()  # (T0,k): small
+            if isinstance(norm, nn.GroupNorm):
+                # GroupNorm(C groups) of h = f w^T (+ bias) is a per-channel affine map of h, whose
+                # mean and variance follow from the frames' mean and covariance: fold it into w.
+                f64, w64 = f.double(), w.double()
+                mu = f64.mean(0)
+                centred = f64 - mu
+                cov = centred.t() @ centred / f.shape[0]
+                var = ((w64 @ cov) * w64).sum(1)
+                scale = norm.weight.double() * torch.rsqrt(var + norm.eps)
+                shift = norm.bias.double() - scale * (w64 @ mu)  # a conv bias cancels out
+                torch.addmm(shift.to(h.dtype), f, (w64 * scale[:, None]).t().to(h.dtype), out=h[i])
+            elif conv.bias is not None:
+                torch.addmm(conv.bias, f, w.t(), out=h[i])
+            else:
+                torch.mm(f, w.t(), out=h[i])
+        if isinstance(norm, nn.LayerNorm):
+            h = F.layer_norm(h, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        torch.ops.aten.gelu_(h)
+        for layer, (first, rest) in zip(self.conv_layers[1:], self._taps()):
+            conv, norm = layer.conv, layer.layer_norm
+            k, s = conv.kernel_size[0], conv.stride[0]
+            t_in, c_in = h.shape[1], h.shape[2]
+            t_out = (t_in - k) // s + 1
+            out = h.new_empty(b, t_out, conv.out_channels)
+            for i in range(b):
+                hi = h[i]  # (T,C_in) contiguous
+                # taps 0..s-1 of output frame t are the contiguous rows s*t .. s*t+s-1: one matmul
+                torch.mm(hi[: s * t_out].view(t_out, s * c_in), first, out=out[i])
+                for j, wj in enumerate(rest, start=s):  # later taps: strided row views, no copy
+                    out[i].addmm_(hi[j : j + s * (t_out - 1) + 1 : s], wj)
+            if conv.bias is not None:
+                out += conv.bias
+            if isinstance(norm, nn.LayerNorm):
+                out = F.layer_norm(out, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+            torch.ops.aten.gelu_(out)
+            h = out
+        return h
 
 
 class FeatureProjection(nn.Module):
@@ -202,7 +287,7 @@ class PositionalConvEmbedding(nn.Module):
             return self.conv.weight
         g = self.conv.parametrizations.weight.original0
         v = self.conv.parametrizations.weight.original1
-        key = (g.data_ptr(), g._version, v.data_ptr(), v._version, g.dtype, g.device)
+        key = _params_key(g, v)
         if key != self._cache_key:
             self._cached_weight = torch._weight_norm(v, g, 2).detach()
             self._cache_key = key
@@ -217,7 +302,11 @@ class PositionalConvEmbedding(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention through `scaled_dot_product_attention`; eager when weights are asked."""
+    """Multi-head self-attention through `scaled_dot_product_attention`; eager when weights are asked.
+
+    Without autograd, q/k/v come from one matmul with the three projections concatenated (cached
+    until a projection changes): one better-shaped GEMM instead of three.
+    """
 
     def __init__(self, config: UniSpeechSatConfig) -> None:
         super().__init__()
@@ -229,16 +318,32 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(h, h)
         self.v_proj = nn.Linear(h, h)
         self.out_proj = nn.Linear(h, h)
+        self._qkv_key: tuple | None = None
+        self._qkv: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        params = (self.q_proj.weight, self.k_proj.weight, self.v_proj.weight,
+                  self.q_proj.bias, self.k_proj.bias, self.v_proj.bias)
+        key = _params_key(*params)
+        if key != self._qkv_key:
+            self._qkv = (torch.cat(params[:3]).detach(), torch.cat(params[3:]).detach())
+            self._qkv_key = key
+        return self._qkv
 
     def forward(
         self, x: torch.Tensor, key_mask: torch.Tensor | None = None, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B,T,H); key_mask (B,1,1,T) bool, True = attend. Returns (B,T,H) and (B,heads,T,T) or None."""
-        b, t, _ = x.shape
+        b, t, h = x.shape
         shape = (b, t, self.num_heads, self.head_dim)
-        q = self.q_proj(x).view(shape).transpose(1, 2)  # (B,heads,T,d)
-        k = self.k_proj(x).view(shape).transpose(1, 2)
-        v = self.v_proj(x).view(shape).transpose(1, 2)
+        if torch.is_grad_enabled():
+            q = self.q_proj(x).view(shape).transpose(1, 2)  # (B,heads,T,d)
+            k = self.k_proj(x).view(shape).transpose(1, 2)
+            v = self.v_proj(x).view(shape).transpose(1, 2)
+        else:
+            weight, bias = self._fused_qkv()
+            qkv = F.linear(x, weight, bias).view(b, t, 3, self.num_heads, self.head_dim)
+            q, k, v = (qkv[:, :, i].transpose(1, 2) for i in range(3))
         p = self.dropout if self.training else 0.0
         weights = None
         if output_attentions:
@@ -249,7 +354,7 @@ class Attention(nn.Module):
             out = torch.matmul(weights, v)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=p)
-        out = out.transpose(1, 2).reshape(b, t, -1)
+        out = out.transpose(1, 2).reshape(b, t, h)
         return self.out_proj(out), weights
 
 
@@ -259,11 +364,16 @@ class FeedForward(nn.Module):
         self.intermediate_dropout = nn.Dropout(config.activation_dropout)
         self.intermediate_dense = nn.Linear(config.hidden_size, config.intermediate_size)
         self.act = _ACTIVATIONS[config.hidden_act]
+        self._gelu = config.hidden_act == "gelu"
         self.output_dense = nn.Linear(config.intermediate_size, config.hidden_size)
         self.output_dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.intermediate_dropout(self.act(self.intermediate_dense(x)))
+        x = self.intermediate_dense(x)
+        if self._gelu and not torch.is_grad_enabled():
+            x = torch.ops.aten.gelu_(x)  # in place: saves a (T, intermediate) allocation and pass
+        else:
+            x = self.intermediate_dropout(self.act(x))
         return self.output_dropout(self.output_dense(x))
 
 
