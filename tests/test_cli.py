@@ -150,3 +150,14 @@ def test_ctrl_c_stops_and_still_writes_complete_files(meeting: Path, tmp_path: P
     assert text.startswith("word0a word0b\n") and text.endswith("\n")  # ... and flushed what it heard
     assert srt.read_text().count("-->") == len(text.split()) // 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.srt", "t.txt"]
+
+
+def test_speaker_subcommands_import_only_what_they_need(tmp_path: Path) -> None:
+    code = (
+        "import sys; from app.cli import main; "
+        f"rc = main(['speakers', 'list', '--speakers-db', {str(tmp_path / 's.db')!r}]); "
+        "print(sorted(m for m in ('torch', 'textual', 'websockets', 'transformers') if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ['{"speakers": []}', "[]"]

@@ -6,6 +6,9 @@ import asyncio
 import json
 from typing import Any
 
+from pathlib import Path
+
+import jsonschema
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
@@ -14,20 +17,27 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from app.bus import EventBus
 from app.compute import ComputePool
 from app.server import FeedServer
-from engine.events import CaptionPartial, SpeakerActivity
+from engine.events import EVENT_TYPES, CaptionPartial, SpeakerActivity, Stats
 from tests.test_app_fakes import FakeEngine, tone
 
 TIMEOUT = 5
+SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "app" / "feed.schema.json").read_text())
+SERVER = jsonschema.Draft202012Validator({"$ref": "#/$defs/server_message", "$defs": SCHEMA["$defs"]})
+CLIENT = jsonschema.Draft202012Validator({"$ref": "#/$defs/client_message", "$defs": SCHEMA["$defs"]})
 
 
-async def recv(ws: Any) -> dict[str, Any]:
-    return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+async def recv(ws: Any, validate: bool = True) -> dict[str, Any]:
+    """The next message, checked against the published JSON Schema (skip for bulk traffic)."""
+    msg = json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+    if validate or msg["type"] != "speaker_activity":
+        SERVER.validate(msg)
+    return msg
 
 
-async def recv_until(ws: Any, kind: str) -> list[dict[str, Any]]:
+async def recv_until(ws: Any, kind: str, validate: bool = True) -> list[dict[str, Any]]:
     got = []
     while True:
-        msg = await recv(ws)
+        msg = await recv(ws, validate)
         got.append(msg)
         if msg["type"] == kind:
             return got
@@ -77,12 +87,12 @@ async def test_slow_client_never_holds_back_the_others() -> None:
                     bus.publish(big)
                 published += 20
                 while received < published:
-                    received += (await recv(fast))["type"] == "speaker_activity"
+                    received += (await recv(fast, validate=False))["type"] == "speaker_activity"
                 assert published < 5000, "the slow client never fell behind"
             server.end_session("main")
             assert (await recv(fast))["type"] == "end"
             # now the slow client reads: it was told what it lost, and the tally is exact
-            msgs = await recv_until(slow, "end")
+            msgs = await recv_until(slow, "end", validate=False)
             drops = [m for m in msgs if m["type"] == "dropped"]
             events = [m for m in msgs if m["type"] == "speaker_activity"]
             assert drops and drops[-1]["total"] == sum(d["count"] for d in drops)
@@ -208,3 +218,24 @@ async def test_token_by_header_or_query() -> None:
             assert (await recv(ws))["type"] == "hello"
     finally:
         await server.close()
+
+
+def test_schema_covers_every_engine_event_and_client_message() -> None:
+    from app.bus import EventBus
+    from tests.test_app_fakes import FakeStream, tone
+
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    bus = EventBus()
+    stream = FakeStream()
+    for event in stream.accept(tone(3.2)) + stream.flush():
+        bus.publish(event)
+    bus.publish(Stats(audio_frames=10, windows=2, rtf=0.3, latency_ms={"compute": 12.0}))
+    kinds = set()
+    for item in bus:
+        SERVER.validate(item.payload)
+        kinds.add(item.payload["type"])
+    assert kinds == set(EVENT_TYPES.values())
+    for message in ({"type": "start", "sample_rate": 16000, "format": "float32"}, {"type": "stop"}, {"type": "ping"}):
+        CLIENT.validate(message)
+    with pytest.raises(jsonschema.ValidationError):
+        SERVER.validate({"type": "caption_final", "seq": 0, "text": "x"})
