@@ -54,19 +54,24 @@ class RedecodeConfig:
     """When to re-decode, how long words stay provisional, and the look-back bound (in frames).
 
     Defaults: every 10 frames (200 ms); words settle 50 frames (1 s) after they end; at most 500
-    frames (10 s) are re-decoded; the 2 last committed words are LM history (a trigram's context).
+    frames (10 s) are re-decoded; the 2 last committed words are LM history (a trigram's context),
+    unless 25 frames (0.5 s) or more of silence followed them: then the LM starts a new sentence
+    (match the decoder's `pause_frames`).
     """
 
     redecode_every_frames: int = 10
     commit_lag_frames: int = 50
     max_lookback_frames: int = 500
     context_words: int = 2
+    sentence_gap_frames: int = 25
 
     def __post_init__(self) -> None:
         if self.redecode_every_frames < 1:
             raise ValueError(f"redecode_every_frames must be >= 1, got {self.redecode_every_frames}")
         if self.commit_lag_frames < 0:
             raise ValueError(f"commit_lag_frames must be >= 0, got {self.commit_lag_frames}")
+        if self.sentence_gap_frames < 1:
+            raise ValueError(f"sentence_gap_frames must be >= 1, got {self.sentence_gap_frames}")
         if self.context_words < 0:
             raise ValueError(f"context_words must be >= 0, got {self.context_words}")
         least = self.commit_lag_frames + 2 * self.redecode_every_frames
@@ -111,6 +116,7 @@ class LMRedecoder:
         self._anchor = 0
         self._next_frame = 0
         self._context: tuple[str, ...] = ()
+        self._last_end: int | None = None  # end frame of the last committed word
         self._shown: tuple[Word, ...] = ()
         self.dropped_frames = 0
         self.frames_decoded = 0  # total window frames passed to the decoder (a cost figure)
@@ -168,7 +174,10 @@ class LMRedecoder:
             self._drop_before(cut)
         window = self._frames
         self.frames_decoded += len(window)
-        decoded = self.decoder.decode(window, frame_offset=self._anchor, context=self._context) \
+        context = self._context
+        if self._last_end is None or self._anchor - self._last_end >= cfg.sentence_gap_frames:
+            context = ()  # a long pause: the next words start a new sentence for the LM
+        decoded = self.decoder.decode(window, frame_offset=self._anchor, context=context) \
             if len(window) else []
         words = [Word(w.text, int(w.start_frame), int(w.end_frame)) for w in decoded]
         cutoff = end if final else end - cfg.commit_lag_frames
@@ -178,8 +187,13 @@ class LMRedecoder:
         committed, provisional = tuple(words[:n_commit]), tuple(words[n_commit:])
         revisions = self._revisions(committed + provisional)
         if committed:
-            keep = cfg.context_words
-            self._context = (self._context + tuple(w.text for w in committed))[-keep:] if keep else ()
+            for word in committed:
+                gap = word.start_frame - (self._last_end if self._last_end is not None else 0)
+                if gap >= cfg.sentence_gap_frames:
+                    context = ()
+                context = (context + (word.text,))[-cfg.context_words:] if cfg.context_words else ()
+                self._last_end = word.end_frame
+            self._context = context
             self._drop_before(committed[-1].end_frame)
         # Skip the silence before the next word: nothing there can become a word any more.
         quiet_until = provisional[0].start_frame if provisional else end

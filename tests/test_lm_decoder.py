@@ -113,3 +113,23 @@ def test_from_vocab(lm_path):
     decoder = CTCBeamDecoder.from_vocab(vocab, lm=lm_path)
     assert decoder.tokens == UPPER and decoder.blank_id == 0
     assert [w.text for w in decoder.decode(scores("c-at", UPPER))] == ["CAT"]
+
+
+def test_a_long_pause_starts_a_new_sentence(lm_path):
+    decoder = CTCBeamDecoder(UPPER, 0, lm=lm_path, alpha=1.0, beta=0.5, pause_frames=25)
+    tie = scores("b-at", UPPER, alt={0: "c"})
+    assert [w.text for w in decoder.decode(tie, context=["BIG"])] == ["BAT"]
+    paused = np.concatenate([scores("-" * 30, UPPER), tie])
+    words = decoder.decode(paused, context=["BIG"], frame_offset=10)
+    assert [(w.text, w.start_frame) for w in words] == [("CAT", 40)]  # history dropped at the pause
+    short = np.concatenate([scores("-" * 10, UPPER), tie])
+    assert [w.text for w in decoder.decode(short, context=["BIG"])] == ["BAT"]
+
+
+def test_speech_segments_split_at_pauses_only():
+    decoder = CTCBeamDecoder(LOWER, 0, pause_frames=5)
+    frames = scores("--ab-----cd- -ef--------", LOWER)
+    #                012345678901234567890123
+    assert decoder.speech_segments(frames) == [(0, 4), (9, 16)]
+    assert [w.text for w in decoder.decode(frames)] == ["ab", "cd", "ef"]
+    assert CTCBeamDecoder(LOWER, 0, pause_frames=None).speech_segments(frames) == [(0, 24)]

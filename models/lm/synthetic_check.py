@@ -133,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--beta", type=float, default=1.0)
     parser.add_argument("--beam-width", type=int, default=32)
+    parser.add_argument("--beam-size-token", type=int, default=10)
+    parser.add_argument("--beam-threshold", type=float, default=15.0)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -147,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_arpa(estimate(count_ngrams(train, args.order), extra, args.prune), lm_path)
         t0 = time.perf_counter()
         decoder = CTCBeamDecoder(LIBRI_TOKENS, 0, lm=lm_path, alpha=args.alpha, beta=args.beta,
-                                 beam_width=args.beam_width)
+                                 beam_width=args.beam_width, beam_size_token=args.beam_size_token,
+                                 beam_threshold=args.beam_threshold)
         load_s = time.perf_counter() - t0
     rng = np.random.default_rng(args.seed)
     errs = {"greedy": [0, 0], "beam+lm": [0, 0]}
