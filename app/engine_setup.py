@@ -99,19 +99,43 @@ def demo_dir() -> str:
 
 
 def find_demo(folder: str | None = None) -> Demo:
-    """Read app/demo/manifest.json: {"conversation": FILE, "enroll": {NAME: [FILE, ...]}}."""
+    """The bundled demo in app/demo/.
+
+    Read from `manifest.json` ({"conversation": FILE, "enroll": {NAME: [FILE, ...]}}) when there
+    is one; otherwise by layout: `conversation.*` (or the one audio file at the top) and
+    `enroll/NAME/*` or `enroll/NAME.*` (or top-level `enroll_NAME*.*`) for each pre-enrolled name.
+    """
+    import glob
     import json
 
     folder = folder or demo_dir()
+    audio_ext = (".wav", ".flac", ".ogg")
     manifest = os.path.join(folder, "manifest.json")
-    if not os.path.isfile(manifest):
-        raise AppError(f"the bundled demo is missing ({manifest} not found); use --input PATH")
-    with open(manifest, encoding="utf-8") as f:
-        spec = json.load(f)
-    conv = os.path.join(folder, spec["conversation"])
-    enroll = {name: [os.path.join(folder, p) for p in (paths if isinstance(paths, list) else [paths])]
-              for name, paths in spec.get("enroll", {}).items()}
-    return Demo(conv, enroll)
+    if os.path.isfile(manifest):
+        with open(manifest, encoding="utf-8") as f:
+            spec = json.load(f)
+        conv = os.path.join(folder, spec["conversation"])
+        enroll = {name: [os.path.join(folder, p) for p in (paths if isinstance(paths, list) else [paths])]
+                  for name, paths in spec.get("enroll", {}).items()}
+        return Demo(conv, enroll)
+    if not os.path.isdir(folder):
+        raise AppError(f"the bundled demo is missing ({folder}); use --input PATH")
+    top = sorted(p for p in glob.glob(os.path.join(folder, "*")) if p.endswith(audio_ext))
+    named = [p for p in top if os.path.basename(p).startswith("conversation")]
+    loose = [p for p in top if not os.path.basename(p).startswith("enroll")]
+    if not named and len(loose) != 1:
+        raise AppError(f"the bundled demo in {folder} has no conversation file; use --input PATH")
+    enroll: dict[str, list[str]] = {}
+    for p in sorted(glob.glob(os.path.join(folder, "enroll", "*"))):
+        if os.path.isdir(p):
+            enroll[os.path.basename(p)] = sorted(q for q in glob.glob(os.path.join(p, "*")) if q.endswith(audio_ext))
+        elif p.endswith(audio_ext):
+            enroll.setdefault(os.path.splitext(os.path.basename(p))[0].split("_")[0], []).append(p)
+    for p in top:
+        base = os.path.splitext(os.path.basename(p))[0]
+        if base.startswith("enroll_"):
+            enroll.setdefault(base[len("enroll_"):].split("_")[0], []).append(p)
+    return Demo((named or loose)[0], {k: v for k, v in enroll.items() if v})
 
 
 def enroll_demo_speakers(engine: Any, demo: Demo) -> tuple[Any, str]:

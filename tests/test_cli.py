@@ -161,3 +161,38 @@ def test_speaker_subcommands_import_only_what_they_need(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == ['{"speakers": []}', "[]"]
+
+
+@pytest.mark.parametrize("layout", ["manifest", "folders"])
+def test_no_microphone_plays_the_demo_with_a_private_store(layout: str, tmp_path: Path, monkeypatch,
+                                                           capsys) -> None:
+    import app.engine_setup
+    import app.sources
+    from app.errors import NoMicrophone
+    from tests.test_app_fakes import FakeEmbedder, syllables
+
+    demo = tmp_path / "demo"
+    (demo / "enroll" / "alice").mkdir(parents=True)
+    sf.write(demo / "conversation.wav", syllables(1.2), 16000)
+    if layout == "manifest":
+        sf.write(demo / "a.wav", syllables(7.0, 300.0), 16000)
+        (demo / "manifest.json").write_text(json.dumps({"conversation": "conversation.wav",
+                                                        "enroll": {"alice": ["a.wav"]}}))
+    else:
+        sf.write(demo / "enroll" / "alice" / "1.wav", syllables(7.0, 300.0), 16000)
+
+    def no_mics():
+        raise NoMicrophone("no microphone: PortAudio lists no input device")
+
+    monkeypatch.setattr(app.sources, "list_microphones", no_mics)
+    monkeypatch.setattr(app.engine_setup, "demo_dir", lambda: str(demo))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "user-data"))
+    engine = FakeEngine(FakeEmbedder())
+    assert main([], engine_factory=lambda: engine) == 0  # stdout is no TTY here: headless
+    out = capsys.readouterr()
+    assert out.err.splitlines()[0] == "no microphone: PortAudio lists no input device; playing the bundled demo instead"
+    assert json.loads(out.out.splitlines()[-1])["type"] == "end"
+    assert engine.streams[0].accepted_samples == int(1.2 * 16000)
+    assert [p.name for p in engine.speakers.list()] == ["alice"]  # pre-enrolled ...
+    assert not (tmp_path / "user-data").exists()  # ... never in the user's store ...
+    assert not engine.speakers.store.path.exists()  # ... and the demo store is gone at the end
