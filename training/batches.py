@@ -1,0 +1,144 @@
+"""Training batches drawn from the corpus: utterances (CTC + x-vector) and conversation windows
+(speaker activity), with augmentation and utterance mixing applied on the fly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from training.corpus import Corpus
+from training.mixing import augment, build_conversation, frame_count, frame_labels, mix_utterance
+from training.text import CTC_TOKENS
+
+_TOKEN_ID = {t: i for i, t in enumerate(CTC_TOKENS)}
+
+
+def encode_transcript(text: str) -> list[int]:
+    """Token ids of a normalised transcript (spaces become `|`)."""
+    try:
+        return [_TOKEN_ID[c] for c in text.replace(" ", "|")]
+    except KeyError as exc:
+        raise ValueError(f"transcript {text!r} has a character outside the CTC vocabulary: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class UtteranceBatch:
+    """Single-speaker utterances (some with an interfering speaker mixed in)."""
+
+    input_values: torch.Tensor  # (B,N) float32
+    attention_mask: torch.Tensor  # (B,N) long
+    labels: torch.Tensor  # (B,L) token ids, -100 padded
+    speakers: torch.Tensor  # (B,) training speaker index
+    texts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityBatch:
+    """Conversation windows with per-frame speaker activity in `slots` columns."""
+
+    input_values: torch.Tensor  # (B,N)
+    labels: torch.Tensor  # (B,T,slots) float 0/1
+
+
+def pad_batch(audios: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad with zeros; return (input_values (B,N), attention_mask (B,N))."""
+    n = max(len(a) for a in audios)
+    x = np.zeros((len(audios), n), np.float32)
+    m = np.zeros((len(audios), n), np.int64)
+    for i, a in enumerate(audios):
+        x[i, :len(a)] = a
+        m[i, :len(a)] = 1
+    return torch.from_numpy(x), torch.from_numpy(m)
+
+
+class BatchSampler:
+    """Draws training batches from the train split, reproducibly from `seed`."""
+
+    def __init__(self, corpus: Corpus, seed: int, max_utt_samples: int, speaker_slots: int,
+                 split: str = "train") -> None:
+        self.corpus = corpus
+        self.split = split
+        self.rng = np.random.default_rng(seed)
+        self.slots = speaker_slots
+        rows = corpus.rows[split]
+        keep = [i for i, r in enumerate(rows) if 8000 <= r["length"] <= max_utt_samples]
+        if len(keep) < 2:
+            raise ValueError(f"the {split} split has fewer than 2 utterances between 0.5 s and "
+                             f"{max_utt_samples / 16000:.1f} s")
+        self.by_length = sorted(keep, key=lambda i: rows[i]["length"])
+        self.speakers = corpus.speakers(split)
+        self.speaker_index = {s: i for i, s in enumerate(self.speakers)}
+        self.by_speaker = corpus.by_speaker(split)
+
+    def utterances(self, batch_size: int, mix_prob: float) -> UtteranceBatch:
+        """`batch_size` utterances of similar length (little padding), augmented; with probability
+        `mix_prob` a piece of another speaker's utterance is mixed in (target stays the first)."""
+        n = len(self.by_length)
+        start = int(self.rng.integers(0, max(1, n - batch_size)))
+        idx = self.by_length[start:start + batch_size]
+        rows = self.corpus.rows[self.split]
+        audios, labels, speakers, texts = [], [], [], []
+        for i in idx:
+            audio = self.corpus.audio(self.split, i)
+            if self.rng.random() < mix_prob:
+                j = self.by_length[int(self.rng.integers(n))]
+                if rows[j]["speaker"] != rows[i]["speaker"]:
+                    audio = mix_utterance(self.rng, audio, self.corpus.audio(self.split, j))
+            audios.append(augment(self.rng, audio))
+            labels.append(encode_transcript(rows[i]["text"]))
+            speakers.append(self.speaker_index[rows[i]["speaker"]])
+            texts.append(rows[i]["text"])
+        x, m = pad_batch(audios)
+        lab = torch.full((len(idx), max(len(l) for l in labels)), -100, dtype=torch.long)
+        for k, l in enumerate(labels):
+            lab[k, :len(l)] = torch.tensor(l)
+        return UtteranceBatch(x, m, lab, torch.tensor(speakers), tuple(texts))
+
+    def conversations(self, batch_size: int, window_samples: int) -> ActivityBatch:
+        """Conversation windows of 1..slots speakers with turns, pauses and overlaps."""
+        audios, labels = [], []
+        n_frames = frame_count(window_samples)
+        for _ in range(batch_size):
+            k = int(self.rng.choice(np.arange(1, self.slots + 1), p=_speaker_count_probs(self.slots)))
+            names = [self.speakers[j] for j in self.rng.choice(len(self.speakers), k, replace=False)]
+            pools = {}
+            for name in names:
+                idx = self.rng.permutation(self.by_speaker[name])[:6]
+                pools[name] = [(self.corpus.audio(self.split, int(i)), "") for i in idx]
+            mix = build_conversation(self.rng, pools, window_samples, overlap_prob=0.35,
+                                     gap_s=(0.05, 0.8), gain_db=(-6.0, 0.0), truncate=True)
+            slots = list(self.rng.permutation(self.slots))
+            order = [""] * self.slots
+            for name, slot in zip(names, slots):
+                order[slot] = name
+            lab = np.zeros((n_frames, self.slots), np.float32)
+            present = [s for s in order if s]
+            cols = frame_labels(mix.segments, present, n_frames)
+            for c, name in enumerate(present):
+                lab[:, order.index(name)] = cols[:, c]
+            audios.append(augment(self.rng, mix.audio))
+            labels.append(lab)
+        x, _ = pad_batch(audios)
+        return ActivityBatch(x, torch.from_numpy(np.stack(labels)))
+
+
+def _speaker_count_probs(slots: int) -> np.ndarray:
+    p = np.array([0.15, 0.45, 0.4] + [0.2] * max(0, slots - 3))[:slots]
+    return p / p.sum()
+
+
+def pit_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Permutation-invariant BCE: per item, the speaker-slot permutation of the labels with the
+    lowest sigmoid BCE against `logits` (B,T,S); mean over items."""
+    import itertools
+
+    import torch.nn.functional as F
+
+    s = labels.shape[-1]
+    losses = []
+    for perm in itertools.permutations(range(s)):
+        per = F.binary_cross_entropy_with_logits(logits, labels[:, :, list(perm)], reduction="none")
+        losses.append(per.mean(dim=(1, 2)))
+    return torch.stack(losses, dim=1).min(dim=1).values.mean()

@@ -1,0 +1,237 @@
+"""Train the embedded multi-task UniSpeech-SAT model on the synthetic corpus (CPU, resumable).
+
+    python -m training.train --out /work/runs/NAME [--corpus /work/runs/corpus] [--minutes 70]
+                             [--resume] [--smoke]
+
+Each step runs the shared encoder twice: on a batch of utterances (CTC loss + AM-softmax x-vector
+loss) and on a batch of conversation windows (permutation-invariant BCE over speaker slots). The
+learning rate follows linear warm-up then cosine decay over the run's *training time* budget
+(`--minutes`), so a run ends on schedule however busy the shared CPU is. A checkpoint
+(`checkpoint.pt`: weights, optimiser, sampler state, elapsed time) is written every few minutes
+and at the end; `--resume` continues from it. Progress goes to stdout (and `train.log` when run
+with nohup as in docs/training.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Busy-waiting OpenMP threads collapse throughput when the 2 cores are shared with other jobs.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import dataclasses
+import json
+import math
+import pickle
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.batches import BatchSampler, pit_bce
+from training.corpus import Corpus
+from training.model import ArchConfig, MultiTaskModel, count_parameters
+from training.scoring import char_error_rate
+from training.text import CTC_TOKENS
+
+DEFAULT_CORPUS = Path("/work/runs/corpus")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """Optimisation settings of a run (the model size is `ArchConfig`)."""
+
+    minutes: float = 70.0
+    peak_lr: float = 1.5e-3
+    final_lr_fraction: float = 0.03
+    warmup_steps: int = 150
+    weight_decay: float = 0.01
+    batch_utterances: int = 6
+    max_utterance_s: float = 5.0
+    activity_batch: int = 2
+    activity_window_s: float = 5.0
+    mix_prob: float = 0.3
+    ctc_weight: float = 1.0
+    activity_weight: float = 1.0
+    xvector_weight: float = 0.3
+    grad_clip: float = 5.0
+    checkpoint_minutes: float = 5.0
+    val_every: int = 50
+    seed: int = 1
+
+    @classmethod
+    def smoke(cls) -> "TrainConfig":
+        return cls(minutes=0.5, warmup_steps=2, batch_utterances=2, activity_batch=1, activity_window_s=2.0,
+                   max_utterance_s=8.0, checkpoint_minutes=100.0, val_every=2)
+
+
+def learning_rate(cfg: TrainConfig, step: int, elapsed_s: float) -> float:
+    """Warm-up over `warmup_steps`, then cosine decay over the run's time budget."""
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    progress = min(1.0, elapsed_s / (cfg.minutes * 60))
+    cosine = cfg.final_lr_fraction + (1 - cfg.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.peak_lr * warm * cosine
+
+
+class Trainer:
+    """Owns the model, optimiser, sampler and run folder."""
+
+    def __init__(self, out: Path, corpus: Corpus, arch: ArchConfig, cfg: TrainConfig) -> None:
+        self.out, self.corpus, self.arch, self.cfg = out, corpus, arch, cfg
+        self.sampler = BatchSampler(corpus, cfg.seed, int(cfg.max_utterance_s * 16000), arch.speaker_slots)
+        torch.manual_seed(cfg.seed)
+        self.model = MultiTaskModel(arch, self.sampler.speakers)
+        params = [p for p in {id(p): p for p in self.model.parameters()}.values() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                      {"params": no_decay, "weight_decay": 0.0}], lr=cfg.peak_lr, betas=(0.9, 0.98))
+        self.step = 0
+        self.elapsed_s = 0.0
+        self.history: list[dict] = []
+        self.val_idx = self._val_indices()
+
+    def _val_indices(self) -> list[int]:
+        rows = self.corpus.rows["val"]
+        rng = np.random.default_rng(0)
+        idx = [i for i, r in enumerate(rows) if r["length"] <= 8 * 16000]
+        return sorted(rng.permutation(idx)[:16].tolist()) if idx else []
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self) -> None:
+        state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
+                 "elapsed_s": self.elapsed_s, "arch": asdict(self.arch), "train": asdict(self.cfg),
+                 "speakers": self.sampler.speakers, "history": self.history,
+                 "rng": pickle.dumps(self.sampler.rng.bit_generator.state), "torch_rng": torch.get_rng_state()}
+        tmp = self.out / "checkpoint.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(self.out / "checkpoint.pt")
+
+    def load(self) -> None:
+        state = torch.load(self.out / "checkpoint.pt", map_location="cpu", weights_only=False)
+        if state["speakers"] != self.sampler.speakers:
+            raise ValueError("checkpoint was trained on a different corpus (speaker lists differ)")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.step, self.elapsed_s, self.history = state["step"], state["elapsed_s"], state["history"]
+        self.sampler.rng.bit_generator.state = pickle.loads(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+
+    # ------------------------------------------------------------------ training
+    def train_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        self.model.train()
+        utt = self.sampler.utterances(cfg.batch_utterances, cfg.mix_prob)
+        base = self.model.encode(utt.input_values, utt.attention_mask)
+        ctc_out = self.model.ctc.forward_head(base, utt.attention_mask, utt.labels)
+        sv_out = self.model.sv.forward_head(base, utt.attention_mask, utt.speakers)
+        act = self.sampler.conversations(cfg.activity_batch, int(cfg.activity_window_s * 16000))
+        base2 = self.model.encode(act.input_values, None)
+        sd_logits = self.model.sd.forward_head(base2).logits
+        n = min(sd_logits.shape[1], act.labels.shape[1])
+        sd_loss = pit_bce(sd_logits[:, :n], act.labels[:, :n])
+        loss = cfg.ctc_weight * ctc_out.loss + cfg.activity_weight * sd_loss + cfg.xvector_weight * sv_out.loss
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], cfg.grad_clip)
+        lr = learning_rate(cfg, self.step, self.elapsed_s)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.opt.step()
+        return {"ctc": ctc_out.loss.item(), "sd": sd_loss.item(), "sv": sv_out.loss.item(), "lr": lr}
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """CER of greedy CTC decoding on a fixed batch of validation utterances."""
+        if not self.val_idx:
+            return float("nan")
+        from training.batches import pad_batch
+
+        self.model.eval()
+        audios = [self.corpus.audio("val", i) for i in self.val_idx]
+        x, m = pad_batch(audios)
+        logits = self.model.ctc(x, m).logits
+        lengths = self.model.ctc.feat_extract_output_lengths(m.sum(-1))
+        refs = [self.corpus.rows["val"][i]["text"] for i in self.val_idx]
+        hyps = [greedy_decode(logits[k, :lengths[k]].argmax(-1).tolist()) for k in range(len(refs))]
+        return char_error_rate(refs, hyps)
+
+    def run(self, log=print) -> None:
+        cfg = self.cfg
+        budget_s = cfg.minutes * 60
+        last_ckpt = time.monotonic()
+        sums: dict[str, float] = {}
+        count = 0
+        log(f"[train] {count_parameters(self.model) / 1e6:.2f} M parameters, {len(self.sampler.speakers)} "
+            f"training speakers, budget {cfg.minutes:.1f} min, starting at step {self.step} "
+            f"({self.elapsed_s / 60:.1f} min done)")
+        while self.elapsed_s < budget_s:
+            t0 = time.monotonic()
+            losses = self.train_step()
+            self.elapsed_s += time.monotonic() - t0
+            self.step += 1
+            count += 1
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if self.step % cfg.val_every == 0 or self.elapsed_s >= budget_s:
+                t1 = time.monotonic()
+                cer = self.validate()
+                self.elapsed_s += time.monotonic() - t1
+                avg = {k: v / count for k, v in sums.items()}
+                eta = (budget_s - self.elapsed_s) / 60
+                record = {"step": self.step, "minutes": round(self.elapsed_s / 60, 2), **{k: round(v, 5) for k, v in avg.items()},
+                          "val_cer": round(cer, 4)}
+                self.history.append(record)
+                log(f"[train] step {self.step} {self.elapsed_s / 60:5.1f} min | ctc {avg['ctc']:.3f} sd {avg['sd']:.3f} "
+                    f"sv {avg['sv']:.3f} | lr {avg['lr']:.2e} | val CER {cer:.3f} | ETA {max(0.0, eta):.1f} min")
+                sums, count = {}, 0
+            if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
+                self.save()
+                last_ckpt = time.monotonic()
+        self.save()
+        log(f"[train] done: step {self.step}, {self.elapsed_s / 60:.1f} min; checkpoint {self.out / 'checkpoint.pt'}")
+
+
+def greedy_decode(ids: list[int]) -> str:
+    """Greedy CTC: collapse repeats, drop the blank and special tokens (ids < 4), `|` -> space."""
+    chars, prev = [], None
+    for i in ids:
+        if i != prev and i >= 4:
+            chars.append(CTC_TOKENS[i])
+        prev = i
+    return " ".join("".join(chars).replace("|", " ").split())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="run folder (outside the work tree)")
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--minutes", type=float, help="training-time budget of the whole schedule")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--smoke", action="store_true", help="tiny model, seconds of training (tests, CI)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    arch = ArchConfig.tiny() if args.smoke else ArchConfig()
+    cfg = TrainConfig.smoke() if args.smoke else TrainConfig()
+    if args.resume:
+        state = torch.load(args.out / "checkpoint.pt", map_location="cpu", weights_only=False)
+        arch = ArchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["arch"].items()})
+        cfg = TrainConfig(**state["train"])
+    if args.minutes is not None:
+        cfg = dataclasses.replace(cfg, minutes=args.minutes)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "run.json").write_text(json.dumps({"arch": asdict(arch), "train": asdict(cfg),
+                                                   "corpus": str(args.corpus)}, indent=1))
+    trainer = Trainer(args.out, Corpus(args.corpus), arch, cfg)
+    if args.resume:
+        trainer.load()
+    trainer.run(log=lambda s: print(s, flush=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
