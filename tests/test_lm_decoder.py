@@ -133,3 +133,14 @@ def test_speech_segments_split_at_pauses_only():
     assert decoder.speech_segments(frames) == [(0, 4), (9, 16)]
     assert [w.text for w in decoder.decode(frames)] == ["ab", "cd", "ef"]
     assert CTCBeamDecoder(LOWER, 0, pause_frames=None).speech_segments(frames) == [(0, 24)]
+
+
+def test_find_language_model(tmp_path, lm_path):
+    from models.lm import find_language_model
+
+    assert find_language_model(tmp_path) is None
+    (tmp_path / "language_model").mkdir()
+    (tmp_path / "language_model" / "lm.arpa").write_bytes(lm_path.read_bytes())
+    assert find_language_model(tmp_path) == tmp_path / "language_model" / "lm.arpa"
+    (tmp_path / "lm.arpa.gz").write_bytes(lm_path.read_bytes())
+    assert find_language_model(tmp_path) == tmp_path / "lm.arpa.gz"

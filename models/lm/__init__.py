@@ -6,7 +6,7 @@ ARPA builder (`python -m models.lm.build`), and a synthetic greedy-vs-LM check
 """
 
 from models.lm.arpa import NgramModel, count_ngrams, estimate, normalize_line, read_arpa, write_arpa
-from models.lm.decoder import CTCBeamDecoder, DecodedWord
+from models.lm.decoder import CTCBeamDecoder, DecodedWord, find_language_model
 
 __all__ = [
     "CTCBeamDecoder",
@@ -14,6 +14,7 @@ __all__ = [
     "NgramModel",
     "count_ngrams",
     "estimate",
+    "find_language_model",
     "normalize_line",
     "read_arpa",
     "write_arpa",

@@ -40,6 +40,17 @@ from flashlight.lib.text.dictionary import Dictionary
 from models.lm.arpa import SPECIAL, UNK, read_arpa_vocabulary
 
 LN10 = math.log(10.0)
+LM_FILE_NAMES = ("lm.arpa.gz", "lm.arpa", "language_model/lm.arpa.gz", "language_model/lm.arpa")
+
+
+def find_language_model(model_dir: str | Path) -> Path | None:
+    """The ARPA model shipped beside a CTC checkpoint (`lm.arpa[.gz]`, or under
+    `language_model/` as transformers' Wav2Vec2ProcessorWithLM keeps it), or None."""
+    for name in LM_FILE_NAMES:
+        path = Path(model_dir) / name
+        if path.is_file():
+            return path
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +236,12 @@ class CTCBeamDecoder:
 
     @property
     def vocabulary_size(self) -> int:
+        """Symbols per frame the decoder expects."""
         return len(self.tokens)
+
+    def lexicon_words(self) -> list[str]:
+        """The words the decoder can spell (empty for the open-vocabulary lexicon-free mode)."""
+        return list(self._spelling)
 
     def decode(self, log_probs: np.ndarray, frame_offset: int = 0,
                context: Sequence[str] = ()) -> list[DecodedWord]:

@@ -127,6 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m models.lm.synthetic_check", description=__doc__.split("\n")[0])
     parser.add_argument("--text", nargs="+", required=True)
     parser.add_argument("--vocab", help="extra LM vocabulary (word list)")
+    parser.add_argument("--test-text", nargs="+",
+                        help="held-out test sentences; then all of --text trains the LM")
+    parser.add_argument("--lm", help="use this ARPA model instead of building one from --text")
     parser.add_argument("--sentences", type=int, default=200, help="test sentences to decode")
     parser.add_argument("--order", type=int, default=3)
     parser.add_argument("--prune", type=int, nargs="+", default=[0, 1])
@@ -139,19 +142,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sentences = [s for s in read_sentences(args.text, split_sentences=True) if 4 <= len(s) <= 20]
-    train, test = split_corpus(sentences)
+    if args.test_text:
+        train, test = sentences, list(read_sentences(args.test_text))
+    else:
+        train, test = split_corpus(sentences)
     test = test[: args.sentences]
     held_out = {" ".join(s) for s in test}
     train = [s for s in train if " ".join(s) not in held_out]
     extra = read_vocab(args.vocab) if args.vocab else []
     with tempfile.TemporaryDirectory() as tmp:
-        lm_path = Path(tmp) / "lm.arpa.gz"
-        write_arpa(estimate(count_ngrams(train, args.order), extra, args.prune), lm_path)
+        lm_path = Path(args.lm) if args.lm else Path(tmp) / "lm.arpa.gz"
+        if not args.lm:
+            write_arpa(estimate(count_ngrams(train, args.order), extra, args.prune), lm_path)
         t0 = time.perf_counter()
         decoder = CTCBeamDecoder(LIBRI_TOKENS, 0, lm=lm_path, alpha=args.alpha, beta=args.beta,
                                  beam_width=args.beam_width, beam_size_token=args.beam_size_token,
                                  beam_threshold=args.beam_threshold)
         load_s = time.perf_counter() - t0
+    lm_words = set(decoder.lexicon_words())
+    oov = sum(w not in lm_words for s in test for w in s)
     rng = np.random.default_rng(args.seed)
     errs = {"greedy": [0, 0], "beam+lm": [0, 0]}
     n_words = n_chars = frames = 0
@@ -168,8 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_words += len(ref)
         n_chars += len(" ".join(ref))
         frames += len(logits)
-    print(f"{len(test)} held-out sentences, {n_words} words, {frames} frames; LM from "
-          f"{len(train)} sentences (+{len(extra)} vocabulary words); decoder load {load_s:.1f} s")
+    lm_source = args.lm or f"{len(train)} sentences (+{len(extra)} vocabulary words)"
+    print(f"{len(test)} held-out sentences, {n_words} words ({oov} not in the LM), {frames} "
+          f"frames; LM {lm_source}; decoder load {load_s:.1f} s")
     for name, (w, c) in errs.items():
         print(f"{name:8s} WER {w / n_words:.3f}  CER {c / n_chars:.3f}")
     print(f"beam+lm speed: {frames / decode_s:,.0f} frames/s "
