@@ -262,6 +262,9 @@ class RecordScreen(ModalScreen[None]):
             yield ProgressBar(total=100, show_eta=False, id="progress")
             yield Static("type a name and press Enter to start recording", id="status")
 
+    def on_mount(self) -> None:
+        self.query_one("#name", Input).focus()
+
     @on(Input.Submitted, "#name")
     def _start(self, event: Input.Submitted) -> None:
         name = event.value.strip()
@@ -314,6 +317,9 @@ class NameTrackScreen(ModalScreen[None]):
             yield Input(placeholder="person's name", id="name")
             yield Static("Enter on the name enrolls from the track's speech", id="status")
 
+    def on_mount(self) -> None:
+        self.query_one("#track" if not self.query_one("#track", Input).value else "#name", Input).focus()
+
     @on(Input.Submitted, "#track")
     def _next(self) -> None:
         self.query_one("#name", Input).focus()
@@ -358,7 +364,7 @@ class LiveTUI(App[int]):
     #timeline { height: auto; min-height: 5; border: round $secondary; }
     #matches, #level, #gauges { height: auto; border: round $secondary; padding: 0 1; }
     ModalScreen { align: center middle; }
-    #dialog { width: 70; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
+    #dialog { width: 84; max-width: 100%; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
     .title { text-style: bold; margin-bottom: 1; }
     """
     BINDINGS = [
@@ -464,8 +470,8 @@ class LiveTUI(App[int]):
         self._dirty = False
         self.w_captions.update(self.board.render())
         self.w_box.scroll_end(animate=False)
-        width = self.w_timeline.size.width or 80
-        self.w_timeline.update(self.timeline.render(width - 2))
+        width = self.w_timeline.content_size.width or 80
+        self.w_timeline.update(self.timeline.render(width))
         self.w_matches.update(self._matches_text())
         self.w_gauges.update(self._gauges_text(runner))
 
@@ -499,8 +505,9 @@ class LiveTUI(App[int]):
         out.append(f"RTF      {rtf:.2f}\n" if rtf is not None else "RTF      -\n",
                    style="red" if rtf is not None and rtf > 1 else "")
         if s is not None:
-            for key in sorted(s.latency_ms)[:4]:
-                out.append(f"{key[:18]:<18} {s.latency_ms[key]:7.0f} ms\n")
+            for key in sorted(s.latency_ms)[:5]:
+                label = key.replace("caption_", "").replace("speaker_", "").replace("_p50", " p50")
+                out.append(f"{label[:16]:<16} {s.latency_ms[key]:7.0f} ms\n")
             out.append(f"dropped  {s.dropped_samples / 16000:.1f} s audio\n",
                        style="red" if s.dropped_samples else "")
             if s.degraded:
