@@ -156,7 +156,7 @@ class EngineConfig:
     stats_every_windows: int = 10  # a Stats event every this many caption windows (0: never)
     max_batch: int = 16  # windows per forward in the scheduler
     max_queued_windows: int = 32  # per stream and head; beyond this the oldest are dropped
-    lm_lookback_frames: int = 250  # frames the language-model re-decoder may revise (5 s)
+    lm_lookback_frames: int = 500  # frames the language-model re-decoder may revise (10 s)
     caption_gap_frames: int = 20  # 0.4 s between words starts a new caption
     word_gap_frames: int = 15  # 0.3 s of silence ends a word even without a word delimiter
     revise_horizon_frames: int = 3000  # captions stay revisable for 60 s after they settle
@@ -176,5 +176,5 @@ class EngineConfig:
             raise ValueError(f"word_gap_frames must be >= 1, got {self.word_gap_frames}")
         if self.revise_horizon_frames < 50:
             raise ValueError(f"revise_horizon_frames must be >= 50, got {self.revise_horizon_frames}")
-        if self.lm_lookback_frames < 0:
-            raise ValueError(f"lm_lookback_frames must be >= 0, got {self.lm_lookback_frames}")
+        if self.lm_lookback_frames < 100:
+            raise ValueError(f"lm_lookback_frames must be >= 100, got {self.lm_lookback_frames}")

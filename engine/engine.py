@@ -44,17 +44,38 @@ def _voiceprints_of(speakers: Any) -> tuple[dict[str, np.ndarray], float | None]
     )
 
 
+def _lm_factory(lm: Any, models: ModelSide, config: EngineConfig) -> Callable[[], Any] | None:
+    """Per-stream LM re-decoders over one shared beam decoder (an ARPA path builds one)."""
+    if lm is None:
+        return None
+    from engine.lm_redecode import LMRedecoder, RedecodeConfig
+
+    if models.vocab is None:
+        raise ValueError("a language model needs the CTC head (asr=)")
+    if isinstance(lm, (str, bytes)) or hasattr(lm, "__fspath__"):
+        from models.lm import CTCBeamDecoder
+
+        v = models.vocab
+        delimiter = v.tokens[v.delimiter_id] if v.delimiter_id is not None else "|"
+        lm = CTCBeamDecoder(list(v.tokens), v.blank_id, delimiter, lm=lm)
+    if not hasattr(lm, "decode"):
+        raise TypeError(f"lm must be an ARPA path or a beam decoder with decode(), got {type(lm).__name__}")
+    cfg = RedecodeConfig(max_lookback_frames=config.lm_lookback_frames)
+    vocab_size = len(models.vocab.tokens)
+    return lambda: LMRedecoder(lm, cfg, vocab_size=vocab_size)
+
+
 class Engine:
     """Holds the shared `ModelSide`, the configuration and the enrolled voiceprints."""
 
     def __init__(self, models: ModelSide, config: EngineConfig | None = None, speakers: Any = None,
-                 lm_factory: Callable[[], Any] | None = None, voiceprint_threshold: float | None = None) -> None:
+                 lm: Any = None, voiceprint_threshold: float | None = None) -> None:
         if not isinstance(models, ModelSide):
             raise TypeError(f"models must implement engine.model_side.ModelSide, got {type(models).__name__}")
         self.models = models
         self.config = config or EngineConfig()
         self.speakers = speakers
-        self.lm_factory = lm_factory
+        self.lm_factory = _lm_factory(lm, models, self.config)
         self._voiceprint_threshold = voiceprint_threshold
         self._next_id = 1
 
@@ -69,13 +90,7 @@ class Engine:
         from engine.torch_models import TorchModels
 
         models = TorchModels.load(asr=asr, diar=diar, sv=sv, device=device, dtype=dtype)
-        factory = None
-        if lm is not None:
-            from engine import lm_redecode
-
-            cfg = config or EngineConfig()
-            factory = lambda: lm_redecode.make_redecoder(lm, models.vocab, cfg.lm_lookback_frames)  # noqa: E731
-        return cls(models, config, speakers, lm_factory=factory, voiceprint_threshold=models.sv_threshold)
+        return cls(models, config, speakers, lm=lm, voiceprint_threshold=models.sv_threshold)
 
     @property
     def embedder(self) -> Any:

@@ -54,6 +54,9 @@ class _Caption:
     caption_id: int
     words: tuple[Word, ...]
     speaker: str | None
+    start_frame: int = 0
+    end_frame: int = 0
+    lm_done: bool = False  # the language model has settled this caption's words
 
 
 def _majority(words: tuple[Word, ...]) -> str | None:
@@ -127,6 +130,7 @@ class Stream:
         self._backlog = 0
         self._load: dict[str, float] = {}
         self._rtf: float | None = None
+        self._lm_words: list[Word] = []  # LM-committed words not yet given to a caption
         if self.lm is not None and hasattr(self.lm, "reset"):
             self.lm.reset()
 
@@ -300,6 +304,8 @@ class Stream:
         lo, hi = self._commit_range(req)
         self._decoder.commit(lo, self._blank_log_probs(hi - lo))
         self.dropped_samples += (hi - lo) * FRAME_SAMPLES
+        if self.lm is not None:
+            self._lm_updates(self.lm.accept(self._blank_log_probs(hi - lo)))
 
     def _blank_log_probs(self, n: int) -> np.ndarray:
         lp = np.full((n, len(self.models.vocab.tokens)), -30.0, dtype=np.float32)
@@ -385,9 +391,14 @@ class Stream:
         if lo < first_frame:  # audio lost before this window (only after drops): silence
             self._decoder.commit(lo, self._blank_log_probs(first_frame - lo))
             self.dropped_samples += (first_frame - lo) * FRAME_SAMPLES
+            if self.lm is not None:
+                self._lm_updates(self.lm.accept(self._blank_log_probs(first_frame - lo)))
             lo = first_frame
-        words = self._decoder.commit(lo, log_probs[lo - first_frame : hi - first_frame]) if hi > lo else []
+        committed = log_probs[lo - first_frame : hi - first_frame]
+        words = self._decoder.commit(lo, committed) if hi > lo else []
         events: list[Event] = self._finals(words)
+        if self.lm is not None and hi > lo:
+            events += self._lm_updates(self.lm.accept(committed))
         if self._captions and self.tracker is not None:
             events += self._revise()
         if self.config.partials and self.level == 0 and not req.final:
@@ -410,7 +421,8 @@ class Stream:
                 or w.speaker != group[-1].speaker
                 or w.start_frame - group[-1].end_frame >= self.config.caption_gap_frames
             ):
-                cap = _Caption(self._next_caption, tuple(group), group[0].speaker)
+                cap = _Caption(self._next_caption, tuple(group), group[0].speaker,
+                               group[0].start_frame, group[-1].end_frame, lm_done=self.lm is None)
                 self._next_caption += 1
                 self._captions.append(cap)
                 events.append(CaptionFinal(
@@ -448,8 +460,9 @@ class Stream:
         return events
 
     def _trim_captions(self) -> None:
-        if self.tracker is None:
-            self._captions.clear()  # without speakers nothing is ever revised
+        if self.tracker is None:  # without speakers only the language model revises captions
+            while self._captions and self._captions[0].lm_done:
+                self._captions.popleft()
             return
         horizon = self.config.revise_horizon_frames
         settled = self.tracker.aggregator.settled if self.tracker is not None else self._decoder.next_frame  # type: ignore[union-attr]
@@ -460,6 +473,8 @@ class Stream:
         events: list[Event] = []
         if self._decoder is not None:
             events += self._finals(self._decoder.flush())
+            if self.lm is not None:
+                events += self._lm_updates(self.lm.flush(), final=True)
             if self._last_partial is not None and self._last_partial[0]:
                 events.append(CaptionPartial("", self._decoder.next_frame, self._decoder.next_frame, None))
             self._last_partial = None
@@ -482,6 +497,37 @@ class Stream:
             dropped_samples=self.dropped_samples,
             degraded=self.degraded,
         )
+
+    # -- language model ------------------------------------------------------------------------
+
+    def _lm_updates(self, updates: list, final: bool = False) -> list[Event]:
+        """LM-committed words replace the greedy words of the captions they fall in.
+
+        A caption is settled once the re-decoder's anchor passed its end (no later decode can touch
+        its frames); it gets the committed words whose middle lies before its end and after the
+        previous caption's end. Where the text differs, a CaptionRevision carries text and words.
+        """
+        for u in updates:
+            self._lm_words += list(u.committed)
+        anchor = float("inf") if final else self.lm.anchor_frame  # type: ignore[union-attr]
+        events: list[Event] = []
+        pending = [c for c in self._captions if not c.lm_done]
+        for i, cap in enumerate(pending):
+            if cap.end_frame > anchor:
+                break
+            last = final and i == len(pending) - 1
+            mine = [w for w in self._lm_words if last or (w.start_frame + w.end_frame) / 2 < cap.end_frame]
+            self._lm_words = [w for w in self._lm_words if w not in mine]
+            cap.lm_done = True
+            new_text = " ".join(w.text for w in mine)
+            if not mine or new_text == " ".join(w.text for w in cap.words):
+                continue
+            words = tuple(Word(w.text, w.start_frame, w.end_frame, self._speaker(w.start_frame, w.end_frame)) for w in mine)
+            speaker = _majority(words) or cap.speaker
+            changed = ("text", "words") if speaker == cap.speaker else ("text", "words", "speaker")
+            cap.words, cap.speaker = words, speaker
+            events.append(CaptionRevision(cap.caption_id, changed, text=new_text, words=words, speaker=speaker))
+        return events
 
     # -- speakers from outside ----------------------------------------------------------------
 

@@ -199,3 +199,47 @@ def test_degrade_policy_reports_and_recovers():
     off = Engine(ScriptedModels(), EngineConfig(degrade=DegradeConfig(enabled=False))).new_stream()
     off.report_load(backlog_samples=10**7)
     assert off.level == 0
+
+
+class _FixingLM:
+    """A scripted beam decoder: greedy CTC of the frames it is given, with spelling fixes."""
+
+    def __init__(self, fixes):
+        self.fixes = fixes
+        self.calls = 0
+
+    def decode(self, log_probs, frame_offset=0, context=()):
+        self.calls += 1
+        d = CaptionDecoder(LIBRI_VOCAB)
+        d._g.next_frame = frame_offset
+        words = d.commit(frame_offset, log_probs) + d.flush()
+        return [type(w)(self.fixes.get(w.text, w.text), w.start_frame, w.end_frame) for w in words]
+
+
+def _final_text_after_revisions(events):
+    text = {}
+    for e in events:
+        if isinstance(e, CaptionFinal):
+            text[e.caption_id] = e.text
+        elif isinstance(e, CaptionRevision) and e.text is not None:
+            text[e.caption_id] = e.text
+    return " ".join(text[k] for k in sorted(text)).split()
+
+
+@pytest.mark.parametrize("with_speakers", [True, False])
+def test_language_model_revises_caption_text(with_speakers):
+    turns = [(0, "helo world this is alice"), (1, "and the wether is fine"), (0, "good")]
+    audio = frames_to_audio(script(turns))
+    heads = frozenset({"ctc", "diar", "sv"} if with_speakers else {"ctc"})
+    lm = _FixingLM({"HELO": "HELLO", "WETHER": "WEATHER"})
+    runs = []
+    for block in (1600, 7000):
+        engine = Engine(ScriptedModels(heads=heads), EngineConfig(), lm=lm)
+        runs.append(_strip(_feed(engine, audio, [block])))
+    assert runs[0] == runs[1]  # deterministic under any chunking, LM included
+    events = runs[0]
+    assert _final_words(events)[:2] == ["HELO", "WORLD"]  # greedy finals come first, fast
+    revs = [e for e in events if isinstance(e, CaptionRevision) and e.text is not None]
+    assert {"text", "words"} <= set(revs[0].changed)
+    assert _final_text_after_revisions(events) == "HELLO WORLD THIS IS ALICE AND THE WEATHER IS FINE GOOD".split()
+    assert lm.calls > 0
