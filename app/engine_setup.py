@@ -28,7 +28,7 @@ class ModelChoice:
     sv: str | None
 
     def describe(self) -> dict[str, str | None]:
-        return {"asr": self.asr, "diar": self.diar, "sv": self.sv}
+        return {"asr": self.asr, "diar": self.diar, "sv": self.sv, "lm": language_model_for(self.asr)}
 
 
 def choose_models(args: argparse.Namespace) -> ModelChoice:
@@ -50,13 +50,28 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def language_model_for(asr: str | None) -> str | None:
+    """The ARPA language model shipped beside a local CTC checkpoint (`lm.arpa`...), if any."""
+    if asr is None or not os.path.isdir(asr):
+        return None
+    from models.lm import find_language_model
+
+    found = find_language_model(asr)
+    return str(found) if found is not None else None
+
+
 def load_engine(args: argparse.Namespace, models: ModelChoice) -> Any:
-    """`engine.Engine.from_checkpoints` for the chosen heads; failures become one clear line."""
+    """`engine.Engine.from_checkpoints` for the chosen heads; failures become one clear line.
+
+    Final captions are re-decoded with the language model beside the CTC checkpoint when one
+    ships with it; otherwise they stay greedy.
+    """
     from engine import Engine
 
     try:
         return Engine.from_checkpoints(
-            asr=models.asr, diar=models.diar, sv=models.sv, device=args.device, dtype=args.dtype
+            asr=models.asr, diar=models.diar, sv=models.sv, device=args.device, dtype=args.dtype,
+            lm=language_model_for(models.asr),
         )
     except AppError:
         raise
