@@ -123,6 +123,12 @@ def test_no_microphone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "no microphone" in one_error_line(capsys)
     assert main(["--mic", "3", "--headless"], engine_factory=FakeEngine) == 2
     assert "no microphone" in one_error_line(capsys)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    assert main(["enroll", "ann", "--seconds", "3", "--sv-model", str(model),
+                 "--speakers-db", str(tmp_path / "s.db")]) == 2
+    assert "no microphone" in one_error_line(capsys)
 
 
 @pytest.mark.parametrize("case", ["silence", "clipping", "stereo_44k", "ten_ms", "quiet_8k_flac"])

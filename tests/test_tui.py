@@ -156,6 +156,9 @@ async def test_name_track_refuses_an_unknown_track(tmp_path) -> None:
         await pilot.press("enter")
         assert "no track 'unknown-9'" in str(screen.query_one("#status").render())
         assert session.speakers.list() == []
+        await pilot.press("escape", "ctrl+c")  # Ctrl-C quits too, as an interruption
+        await wait_for(pilot, lambda: not app.is_running)
+    assert app.return_value == 130 and session.interrupted
 
 
 def test_rendered_text_snapshot() -> None:
