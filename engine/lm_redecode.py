@@ -133,6 +133,7 @@ class LMRedecoder:
 
     @property
     def buffered_frames(self) -> int:
+        """Frames held for re-decoding (bounded by `max_lookback_frames`)."""
         return len(self._frames)
 
     def accept(self, log_probs: np.ndarray) -> list[RedecodeUpdate]:
@@ -161,7 +162,7 @@ class LMRedecoder:
 
     def flush(self) -> list[RedecodeUpdate]:
         """Decode the remaining frames and commit every word; the stream may go on afterwards."""
-        if self._next_frame == self._anchor and not self._shown:
+        if self._next_frame == self._anchor:  # nothing undecided (provisional words lie after it)
             return []
         return [self._redecode(final=True)]
 
