@@ -144,6 +144,7 @@ async def test_feed_batches_audio_from_two_clients(tiny: dict[str, Path], tmp_pa
     engine = load_engine(args, ModelChoice(str(tiny["ctc"]), str(tiny["frame"]), str(tiny["xvector"])))
     session = LiveSession(engine, InputChoice("none", "clients"), SessionOptions(serve=("127.0.0.1", 0)))
     await session.start()
+    session.pool.batch_wait_s = 0.5  # a loaded test machine: give the second client time to join
     try:
         url = f"ws://127.0.0.1:{session.port}/"
         audio, rate = sf.read(tiny["ann1"], dtype="float32")

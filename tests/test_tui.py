@@ -31,7 +31,7 @@ def make_session(tmp_path: Any, seconds: float = 4.5, speed: float | None = None
     return LiveSession(engine, source, SessionOptions(headless=False, **opts), speakers)
 
 
-async def wait_for(pilot: Any, condition: Any, timeout: float = 10.0) -> None:
+async def wait_for(pilot: Any, condition: Any, timeout: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not condition():
