@@ -60,7 +60,7 @@ class CorpusSpec:
     def tiny(cls, seed: int = 7) -> "CorpusSpec":
         """A seconds-to-build corpus for tests and smoke runs."""
         return cls(seed=seed, train_espeak=6, train_flite=2, train_utts=3, val_espeak=2, val_flite=1,
-                   val_utts=2, test_espeak=3, test_flite=1, test_utts=3, everyday_repeats=0,
+                   val_utts=2, test_espeak=3, test_flite=1, test_utts=4, everyday_repeats=0,
                    conversations=2, conversation_s=(6.0, 10.0), workers=1)
 
 
@@ -201,6 +201,11 @@ def build(out: Path, spec: CorpusSpec, progress: bool = True) -> None:
     (out / "speakers.json").write_text(json.dumps(speakers, indent=1), encoding="utf-8")
     (out / "lm_text.txt").write_text("".join(normalize_transcript(s) + "\n" for s in sentences["train"]),
                                      encoding="utf-8")
+    write_conversations_and_meta(out, spec)
+
+
+def write_conversations_and_meta(out: Path, spec: CorpusSpec) -> None:
+    """(Re)write the test conversations and meta.json from the synthesized utterances in `out`."""
     corpus = Corpus(out)
     for name, mix in make_test_conversations(corpus, spec):
         write_mixture(out / "conversations", name, mix)

@@ -113,32 +113,59 @@ def build_conversation(
         raise ValueError("every speaker needs at least one utterance")
     used = {n: 0 for n in names}
     gains = {n: float(10 ** (rng.uniform(*gain_db) / 20)) for n in names}
-    placed: list[tuple[Segment, np.ndarray]] = []
-    last_end = {n: -1 for n in names}
-    cursor = _grid(rng.uniform(0.1, 0.6))
-    prev: Segment | None = None
-    while cursor < target_samples:
-        choices = [n for n in names if prev is None or n != prev.speaker or len(names) == 1]
+    turns: list[tuple[str, np.ndarray, str]] = []
+    prev_name: str | None = None
+    length = 0
+    while length < target_samples * 1.2 + SAMPLE_RATE:
+        choices = [n for n in names if n != prev_name or len(names) == 1]
         fresh = [n for n in choices if used[n] < len(pools[n])]
         if not fresh:
             break
         name = fresh[int(rng.integers(len(fresh)))]
         audio, text = pools[name][used[name]]
         used[name] += 1
+        turns.append((name, audio * gains[name], text))
+        length += len(audio)
+        prev_name = name
+    return place_turns(rng, turns, target_samples, truncate, overlap_prob, gap_s)
+
+
+def place_turns(
+    rng: np.random.Generator,
+    turns: list[tuple[str, np.ndarray, str]],
+    stop_samples: int | None = None,
+    truncate: bool = False,
+    overlap_prob: float = 0.3,
+    gap_s: tuple[float, float] = (0.1, 1.0),
+) -> Mixture:
+    """Place (speaker, audio, text) turns in order: each starts after a pause drawn from `gap_s`
+    or, with probability `overlap_prob`, overlaps the previous turn by 0.2 s to half the shorter
+    turn; a speaker never overlaps itself. No turn starts after `stop_samples` (None: all turns
+    are placed); with `truncate` the audio is cut to exactly `stop_samples` and segments clipped,
+    otherwise a short silent tail follows the last turn."""
+    placed: list[tuple[Segment, np.ndarray]] = []
+    last_end: dict[str, int] = {}
+    cursor = _grid(rng.uniform(0.1, 0.6))
+    prev: Segment | None = None
+    for name, audio, text in turns:
+        if stop_samples is not None and cursor >= stop_samples:
+            break
         start = cursor
         if prev is not None and rng.random() < overlap_prob:
             max_ov = min(1.5, 0.5 * min(prev.end - prev.start, len(audio)) / SAMPLE_RATE)
             if max_ov > 0.2:
                 start = prev.end - _grid(rng.uniform(0.2, max_ov))
-        start = max(start, last_end[name] + GRID_SAMPLES, 0)
+        start = max(start, last_end.get(name, -GRID_SAMPLES) + GRID_SAMPLES, 0)
         seg = Segment(name, start, start + len(audio), text)
-        placed.append((seg, audio * gains[name]))
+        placed.append((seg, audio))
         last_end[name] = seg.end
         cursor = max(cursor, seg.end) + _grid(rng.uniform(*gap_s))
         prev = seg
     if not placed:
         raise ValueError("no turn could be placed")
-    total = target_samples if truncate else max(s.end for s, _ in placed) + _grid(rng.uniform(0.2, 0.6))
+    if truncate and stop_samples is None:
+        raise ValueError("truncate needs stop_samples")
+    total = stop_samples if truncate else max(s.end for s, _ in placed) + _grid(rng.uniform(0.2, 0.6))
     mix = np.zeros(total, dtype=np.float32)
     segments = []
     for seg, audio in placed:

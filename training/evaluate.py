@@ -1,0 +1,309 @@
+"""Evaluate the embedded model on the held-out synthetic test split (offline and streaming).
+
+    python -m training.evaluate [--model models/embedded] [--corpus /work/runs/corpus]
+                                [--streaming] [--out models/embedded/evaluation.json]
+
+Offline: CER/WER of greedy CTC and of beam search with the word LM beside the CTC checkpoint
+(`models.lm.CTCBeamDecoder`, default weights) on the test split and on the everyday sentences;
+EER of the x-vector head over target/impostor trials of held-out speakers, scored the way
+`engine.voiceprints.VoiceprintService` scores (enrollment from several clips, cosine); DER of the
+speaker-activity head over the test conversations (5 s windows, hop 2.5 s, slots stitched across
+windows by their agreement on the overlap, then tracks merged by x-vector cosine), scored by
+`training.scoring.diarization_error` (0.25 s collar, overlap scored). With --streaming, the same
+audio also goes through `engine.Engine` with default settings (captions, speaker turns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import (
+    FeatureExtractor,
+    UniSpeechSatForAudioFrameClassification,
+    UniSpeechSatForCTC,
+    UniSpeechSatForXVector,
+)
+from training.corpus import Corpus
+from training.mixing import FRAME_HOP_SAMPLES, SAMPLE_RATE, Segment, read_rttm
+from training.scoring import DerResult, char_error_rate, diarization_error, equal_error_rate, word_error_rate
+from training.train import greedy_decode
+
+WINDOW_S, HOP_S = 5.0, 2.5
+
+
+def _batches(audios: list[np.ndarray], size: int):
+    order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
+    for k in range(0, len(order), size):
+        yield order[k:k + size]
+
+
+@torch.no_grad()
+def ctc_log_probs(model: UniSpeechSatForCTC, fe: FeatureExtractor, audios: list[np.ndarray],
+                  batch: int = 8) -> list[np.ndarray]:
+    """Per-utterance (frames, vocab) log-probabilities."""
+    out: list[np.ndarray | None] = [None] * len(audios)
+    for idx in _batches(audios, batch):
+        x, m = fe([audios[i] for i in idx], sampling_rate=SAMPLE_RATE)
+        logits = model(x, m).logits
+        lengths = model.feat_extract_output_lengths(m.sum(-1)) if m is not None else [logits.shape[1]] * len(idx)
+        lp = torch.log_softmax(logits.float(), -1)
+        for k, i in enumerate(idx):
+            out[i] = lp[k, : int(lengths[k])].numpy()
+    return out  # type: ignore[return-value]
+
+
+def evaluate_asr(model_dir: Path, sets: dict[str, tuple[list[np.ndarray], list[str]]], lm: Path | None) -> dict:
+    """CER/WER greedy and with the LM for each named set of (audios, transcripts)."""
+    model = UniSpeechSatForCTC.from_pretrained(model_dir / "ctc")
+    fe = FeatureExtractor.from_pretrained(model_dir / "ctc")
+    decoder = None
+    if lm is not None:
+        from models import CTCVocab
+        from models.lm import CTCBeamDecoder
+
+        vocab = CTCVocab.from_pretrained(model_dir / "ctc")
+        decoder = CTCBeamDecoder(list(vocab.tokens), vocab.blank_id, "|", lm=lm)
+    results = {}
+    for name, (audios, refs) in sets.items():
+        t0 = time.monotonic()
+        lps = ctc_log_probs(model, fe, audios)
+        greedy = [greedy_decode(lp.argmax(-1).tolist()) for lp in lps]
+        r = {"utterances": len(refs), "cer_greedy": char_error_rate(refs, greedy),
+             "wer_greedy": word_error_rate(refs, greedy), "examples": []}
+        if decoder is not None:
+            with_lm = [" ".join(w.text for w in decoder.decode(lp)).upper() for lp in lps]
+            r.update(cer_lm=char_error_rate(refs, with_lm), wer_lm=word_error_rate(refs, with_lm))
+        for k in range(min(3, len(refs))):
+            r["examples"].append({"ref": refs[k], "greedy": greedy[k], **({"lm": with_lm[k]} if decoder else {})})
+        r["seconds"] = round(time.monotonic() - t0, 1)
+        results[name] = r
+    return results
+
+
+@torch.no_grad()
+def xvector_embeddings(model: UniSpeechSatForXVector, fe: FeatureExtractor, audios: list[np.ndarray]) -> np.ndarray:
+    """(N, D) unit-length embeddings, one utterance at a time (no padding effects)."""
+    out = []
+    for a in audios:
+        x, m = fe([a], sampling_rate=SAMPLE_RATE)
+        e = model(x, m).embeddings[0].double().numpy()
+        out.append(e / (np.linalg.norm(e) + 1e-12))
+    return np.stack(out)
+
+
+def verification_trials(corpus: Corpus, split: str, enroll_clips: int = 3) -> tuple[dict[str, list[int]], list[tuple[str, int]]]:
+    """Per speaker: the first `enroll_clips` utterances enroll, the rest are test clips."""
+    enroll, tests = {}, []
+    for spk, idx in sorted(corpus.by_speaker(split).items()):
+        enroll[spk] = idx[:enroll_clips]
+        tests += [(spk, i) for i in idx[enroll_clips:]]
+    return enroll, tests
+
+
+def evaluate_sv(model_dir: Path, corpus: Corpus, split: str = "test") -> dict:
+    """EER over all test clips x all enrolled held-out speakers (targets: same speaker)."""
+    model = UniSpeechSatForXVector.from_pretrained(model_dir / "sv")
+    fe = FeatureExtractor.from_pretrained(model_dir / "sv")
+    enroll, tests = verification_trials(corpus, split)
+    speakers = sorted(enroll)
+    cache: dict[int, np.ndarray] = {}
+    needed = sorted({i for v in enroll.values() for i in v} | {i for _, i in tests})
+    emb = xvector_embeddings(model, fe, [corpus.audio(split, i) for i in needed])
+    cache = dict(zip(needed, emb))
+    prints = {}
+    for spk in speakers:
+        lengths = np.array([corpus.rows[split][i]["length"] for i in enroll[spk]], dtype=np.float64)
+        v = sum(w * cache[i] for w, i in zip(lengths, enroll[spk]))
+        prints[spk] = v / np.linalg.norm(v)
+    target, impostor = [], []
+    for spk, i in tests:
+        for other in speakers:
+            (target if other == spk else impostor).append(float(cache[i] @ prints[other]))
+    eer, threshold = equal_error_rate(target, impostor)
+    return {"speakers": len(speakers), "target_trials": len(target), "impostor_trials": len(impostor),
+            "eer": eer, "eer_threshold": threshold, "enroll_clips": 3}
+
+
+# --------------------------------------------------------------------------- diarization offline
+@torch.no_grad()
+def window_activity(model: UniSpeechSatForAudioFrameClassification, fe: FeatureExtractor, audio: np.ndarray
+                    ) -> list[tuple[int, np.ndarray]]:
+    """(start frame, (T, slots) sigmoid probabilities) per 5 s window, hop 2.5 s."""
+    win, hop = int(WINDOW_S * SAMPLE_RATE), int(HOP_S * SAMPLE_RATE)
+    starts = list(range(0, max(1, len(audio) - win + hop), hop))
+    out = []
+    for s in starts:
+        piece = audio[s:s + win]
+        if len(piece) < 8000:
+            piece = np.pad(piece, (0, 8000 - len(piece)))
+        x, m = fe([piece], sampling_rate=SAMPLE_RATE)
+        probs = torch.sigmoid(model(x, m).logits[0]).numpy()
+        out.append((s // FRAME_HOP_SAMPLES, probs))
+    return out
+
+
+def stitch_windows(windows: list[tuple[int, np.ndarray]], n_frames: int, min_agreement: float = 5.0) -> np.ndarray:
+    """Link each window's slots to global tracks by agreement on the overlap with the previous
+    window; return (tracks, n_frames) averaged probabilities."""
+    sums: list[np.ndarray] = []
+    counts = np.zeros(n_frames)
+    prev_map: list[int | None] = []
+    prev: tuple[int, np.ndarray] | None = None
+    for start, probs in windows:
+        slots = probs.shape[1]
+        mapping: list[int | None] = [None] * slots
+        if prev is not None:
+            p_start, p_probs = prev
+            lo, hi = start, min(p_start + len(p_probs), start + len(probs))
+            if hi > lo:
+                cur = probs[: hi - lo]
+                old = p_probs[lo - p_start: hi - p_start]
+                agree = cur.T @ old  # (slots, slots)
+                best = max(itertools.permutations(range(slots)), key=lambda p: sum(agree[i, p[i]] for i in range(slots)))
+                for i in range(slots):
+                    if agree[i, best[i]] >= min_agreement and prev_map[best[i]] is not None:
+                        mapping[i] = prev_map[best[i]]
+        for i in range(slots):
+            if mapping[i] is None and probs[:, i].max() > 0.5:
+                sums.append(np.zeros(n_frames))
+                mapping[i] = len(sums) - 1
+        end = min(n_frames, start + len(probs))
+        counts[start:end] += 1
+        for i, track in enumerate(mapping):
+            if track is not None:
+                sums[track][start:end] += probs[: end - start, i]
+        prev, prev_map = (start, probs), mapping
+    if not sums:
+        return np.zeros((0, n_frames))
+    return np.stack(sums) / np.maximum(counts, 1)
+
+
+def activity_segments(track_probs: np.ndarray, names: list[str], threshold: float = 0.5,
+                      min_frames: int = 10, fill_frames: int = 15) -> list[Segment]:
+    """Threshold per-track probabilities into segments (gaps < fill_frames filled, short runs dropped)."""
+    out = []
+    for row, name in zip(track_probs, names):
+        active = row > threshold
+        runs, t = [], 0
+        while t < len(active):
+            if active[t]:
+                u = t
+                while u < len(active) and active[u]:
+                    u += 1
+                runs.append([t, u])
+                t = u
+            else:
+                t += 1
+        merged: list[list[int]] = []
+        for r in runs:
+            if merged and r[0] - merged[-1][1] < fill_frames:
+                merged[-1][1] = r[1]
+            else:
+                merged.append(r)
+        for a, b in merged:
+            if b - a >= min_frames:
+                out.append(Segment(name, a * FRAME_HOP_SAMPLES, b * FRAME_HOP_SAMPLES + 80))
+    return out
+
+
+def merge_tracks_by_voice(track_probs: np.ndarray, audio: np.ndarray, sv: UniSpeechSatForXVector,
+                          fe: FeatureExtractor, threshold: float) -> np.ndarray:
+    """Merge tracks whose solo speech (>= 1 s) embeds within `threshold` cosine of each other."""
+    active = track_probs > 0.5
+    vecs: list[np.ndarray | None] = []
+    for k in range(len(track_probs)):
+        solo = active[k] & (active.sum(0) == 1)
+        frames = np.flatnonzero(solo)
+        if len(frames) < 50:
+            vecs.append(None)
+            continue
+        pieces = [audio[f * FRAME_HOP_SAMPLES:(f + 1) * FRAME_HOP_SAMPLES] for f in frames]
+        vecs.append(xvector_embeddings(sv, fe, [np.concatenate(pieces)])[0])
+    groups = list(range(len(track_probs)))
+    for a in range(len(vecs)):
+        for b in range(a):
+            if vecs[a] is not None and vecs[b] is not None and float(vecs[a] @ vecs[b]) >= threshold:
+                old, new = groups[a], groups[b]
+                groups = [new if g == old else g for g in groups]
+    labels = sorted(set(groups))
+    return np.stack([np.max(track_probs[[k for k, g in enumerate(groups) if g == lab]], axis=0) for lab in labels]) \
+        if len(track_probs) else track_probs
+
+
+def evaluate_der(model_dir: Path, conv_dir: Path, sv_threshold: float) -> dict:
+    """Offline DER over the test conversations."""
+    from training.corpus import SAMPLE_RATE as SR  # noqa: F401  (same rate)
+    import soundfile as sf
+
+    sd = UniSpeechSatForAudioFrameClassification.from_pretrained(model_dir / "sd")
+    sv = UniSpeechSatForXVector.from_pretrained(model_dir / "sv")
+    fe = FeatureExtractor.from_pretrained(model_dir / "sd")
+    total = DerResult(0, 0, 0, 0)
+    per_file = {}
+    for wav in sorted(conv_dir.glob("*.wav")):
+        audio, rate = sf.read(wav, dtype="float32")
+        if rate != SAMPLE_RATE:
+            raise ValueError(f"{wav} has sample rate {rate}, expected {SAMPLE_RATE}")
+        ref = read_rttm((conv_dir / f"{wav.stem}.rttm").read_text())[wav.stem]
+        n_frames = len(audio) // FRAME_HOP_SAMPLES
+        tracks = stitch_windows(window_activity(sd, fe, audio), n_frames)
+        tracks = merge_tracks_by_voice(tracks, audio, sv, fe, sv_threshold)
+        hyp = activity_segments(tracks, [f"T{k}" for k in range(len(tracks))])
+        r = diarization_error(ref, hyp)
+        per_file[wav.stem] = round(r.der, 4)
+        total = total + r
+    return {"files": len(per_file), "scored_s": round(total.scored_s, 1), "der": total.der,
+            "miss": total.miss_s / total.scored_s, "false_alarm": total.false_alarm_s / total.scored_s,
+            "confusion": total.confusion_s / total.scored_s, "per_file": per_file, "collar_s": 0.25,
+            "scorer": "training.scoring.diarization_error (md-eval rules, own implementation)"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=Path("models/embedded"))
+    parser.add_argument("--corpus", type=Path, default=Path("/work/runs/corpus"))
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--streaming", action="store_true", help="also run the streaming engine")
+    parser.add_argument("--limit", type=int, help="at most this many utterances per set (quick checks)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    corpus = Corpus(args.corpus)
+    from models.lm import find_language_model
+
+    lm = find_language_model(args.model / "ctc")
+    sets = {}
+    for name in ("test", "everyday"):
+        n = len(corpus.rows[name]) if args.limit is None else min(args.limit, len(corpus.rows[name]))
+        if n == 0:
+            continue
+        sets[name] = ([corpus.audio(name, i) for i in range(n)], [corpus.rows[name][i]["text"] for i in range(n)])
+    t0 = time.monotonic()
+    results: dict = {"model": str(args.model), "corpus": str(args.corpus), "lm": str(lm) if lm else None}
+    results["asr_offline"] = evaluate_asr(args.model, sets, lm)
+    print(json.dumps(results["asr_offline"], indent=1), flush=True)
+    results["sv_offline"] = evaluate_sv(args.model, corpus)
+    print(json.dumps(results["sv_offline"], indent=1), flush=True)
+    results["der_offline"] = evaluate_der(args.model, args.corpus / "conversations",
+                                          results["sv_offline"]["eer_threshold"])
+    print(json.dumps(results["der_offline"], indent=1), flush=True)
+    if args.streaming:
+        from training.evaluate_stream import evaluate_streaming
+
+        results["streaming"] = evaluate_streaming(args.model, sets, args.corpus / "conversations", lm)
+        print(json.dumps(results["streaming"], indent=1), flush=True)
+    results["seconds"] = round(time.monotonic() - t0, 1)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
