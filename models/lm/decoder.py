@@ -192,33 +192,33 @@ class CTCBeamDecoder:
             return None
 
     def _build_lexicon(self, words: list[str], quiet: bool) -> None:
-        self._word_dict = Dictionary()
-        spellings: dict[str, list[int]] = {}
+        spelled: list[tuple[str, list[int]]] = []
         for word in dict.fromkeys(words):  # unique, first-seen order
             ids = self._spell(word)
             if ids is None:
                 self.skipped_words.append(word)
-                continue
-            spellings[word] = ids
-            self._word_dict.add_entry(word)
-        if not spellings:
+            else:
+                spelled.append((word, ids))
+        if not spelled:
             raise ValueError("no lexicon word can be spelled with this vocabulary's tokens")
-        self._word_dict.add_entry(UNK)
-        self._unk_word = self._word_dict.get_index(UNK)
+        self._words = [w for w, _ in spelled] + [UNK]  # word index -> word, as in the Dictionary
+        self._word_index = {w: i for i, w in enumerate(self._words)}
+        self._unk_word = len(self._words) - 1
         if self.lm_path is not None:
             with _quiet_stderr(quiet):
-                self._kenlm = KenLM(str(self.lm_path), self._word_dict)
+                self._kenlm = KenLM(str(self.lm_path), Dictionary(self._words))
             lm = self._kenlm
         else:
             self._kenlm = None
             lm = ZeroLM()
         self._trie = Trie(len(self.tokens), self.delimiter_id)
         start = lm.start(False)
-        for word, ids in spellings.items():
-            widx = self._word_dict.get_index(word)
+        in_vocab_case = str.maketrans({ch: self.tokens[i] for ch, i in self._char_ids.items()})
+        for widx, (word, ids) in enumerate(spelled):
             _, score = lm.score(start, widx)
-            self._trie.insert(ids + [self.delimiter_id], widx, score)
-            text = "".join([self.tokens[i] for i in ids])
+            ids.append(self.delimiter_id)
+            self._trie.insert(ids, widx, score)
+            text = word.translate(in_vocab_case)
             self._spelling[word] = text
             self._word_of_text.setdefault(text, word)
         self._trie.smear(SmearingMode.MAX)
@@ -291,7 +291,7 @@ class CTCBeamDecoder:
         padded[t_frames, self.delimiter_id] = 0.0
         lm = self._lm
         if context and self._kenlm is not None:
-            lm = _ContextLM(self._kenlm, [self._word_dict.get_index(self._word_of_text.get(w, UNK))
+            lm = _ContextLM(self._kenlm, [self._word_index[self._word_of_text.get(w, UNK)]
                                           for w in context])
         # A decoder per call (cheap: the trie and LM are shared) keeps decode() reentrant.
         decoder = LexiconDecoder(self._options, self._trie, lm, self.delimiter_id, self.blank_id,
@@ -342,7 +342,7 @@ class CTCBeamDecoder:
                 continue
             text, start, end = span
             if widx != self._unk_word:
-                text = self._spelling[self._word_dict.get_entry(widx)]
+                text = self._spelling[self._words[widx]]
             words.append(DecodedWord(text, start + offset, end + offset))
         return words
 
