@@ -164,3 +164,28 @@ def test_kenlm_reads_our_arpa_as_we_do(tmp_path, prune):
             history.append(word)
         _, score = kenlm.finish(state)
         assert score == pytest.approx(model.logprob("</s>", history[-2:]), abs=1e-5)
+
+
+def test_with_weights_shares_the_lm_and_changes_the_decision(lm_path):
+    decoder = CTCBeamDecoder(UPPER, 0, lm=lm_path, alpha=1.0, beta=0.5)
+    tie = scores("b-at", UPPER, alt={0: "c"})
+    deaf = decoder.with_weights(alpha=0.0, beta=0.5)
+    assert deaf._kenlm is decoder._kenlm and deaf._trie is decoder._trie
+    assert (deaf.alpha, decoder.alpha) == (0.0, 1.0)
+    assert [w.text for w in decoder.decode(tie, context=["BIG"])] == ["BAT"]
+    assert [w.text for w in decoder.with_weights(3.0, 0.5).decode(tie, context=["FAT"])] == ["CAT"]
+
+
+def test_tune_weights_finds_a_grid_point_better_than_greedy(lm_path):
+    from models.lm.tune import tune_weights
+
+    rng = np.random.default_rng(3)
+    refs = ["the cat sat on the mat", "fat cat sleeps", "a big bat flies"] * 2
+    samples = [(noisy_logits(r.split(), UPPER, rng), r) for r in refs]
+    result = tune_weights(CTCBeamDecoder(UPPER, 0, lm=lm_path), samples, alphas=(0.0, 1.0),
+                          betas=(0.0, 1.0))
+    assert len(result.table) == 4 and (result.alpha, result.beta, result.wer) in result.table
+    assert result.wer == min(row[2] for row in result.table)
+    assert result.wer < result.greedy_wer
+    with pytest.raises(ValueError, match="no validation"):
+        tune_weights(CTCBeamDecoder(UPPER, 0, lm=lm_path), [])

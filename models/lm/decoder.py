@@ -16,6 +16,7 @@ second. Its lexicon-free decoder only takes a token-level LM, so a word LM needs
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 from dataclasses import dataclass
@@ -222,12 +223,24 @@ class CTCBeamDecoder:
             self._spelling[word] = text
             self._word_of_text.setdefault(text, word)
         self._trie.smear(SmearingMode.MAX)
-        self._options = LexiconDecoderOptions(
+        self._lm = lm
+        self._options = self._lexicon_options()
+
+    def _lexicon_options(self) -> LexiconDecoderOptions:
+        return LexiconDecoderOptions(
             beam_size=self._beam_width, beam_size_token=self._beam_size_token,
             beam_threshold=self._beam_threshold, lm_weight=self.alpha * LN10,
             word_score=self.beta, unk_score=self._unk_score, sil_score=0.0, log_add=False,
             criterion_type=CriterionType.CTC)
-        self._lm = lm
+
+    def with_weights(self, alpha: float, beta: float) -> "CTCBeamDecoder":
+        """A decoder with other LM weights sharing this one's lexicon and loaded LM (no reload):
+        for tuning alpha and beta on a validation set."""
+        other = copy.copy(self)
+        other.alpha, other.beta = float(alpha), float(beta)
+        if not self.lexicon_free:
+            other._options = other._lexicon_options()
+        return other
 
     @classmethod
     def from_vocab(cls, vocab, **kwargs) -> "CTCBeamDecoder":

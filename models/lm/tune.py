@@ -1,0 +1,68 @@
+"""Choose the LM weight (alpha) and word bonus (beta) by word error rate on validation data.
+
+The best weights depend on how sharp the acoustic model's posteriors are, so they should be
+measured per checkpoint on held-out utterances (never the test split):
+
+    from models.lm.tune import tune_weights
+    result = tune_weights(decoder, [(log_probs, "REFERENCE TEXT"), ...])
+    result.alpha, result.beta, result.wer, result.greedy_wer, result.table
+
+The LM is loaded once (`CTCBeamDecoder.with_weights` shares it across the grid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from models.lm.decoder import CTCBeamDecoder
+from models.lm.synthetic_check import edit_distance, greedy_words
+
+DEFAULT_ALPHAS = (0.3, 0.5, 0.8, 1.2)
+DEFAULT_BETAS = (0.0, 1.0, 2.0, 3.0)
+
+
+@dataclass(frozen=True, slots=True)
+class TuneResult:
+    """The best (alpha, beta), its WER, greedy WER for comparison, and the WER of every pair."""
+
+    alpha: float
+    beta: float
+    wer: float
+    greedy_wer: float
+    table: tuple[tuple[float, float, float], ...]  # (alpha, beta, wer)
+
+
+def corpus_wer(decoder: CTCBeamDecoder, samples: Sequence[tuple[np.ndarray, str]]) -> float:
+    """Word errors over reference words, case-insensitive, for beam decoding of every sample."""
+    errors = words = 0
+    for log_probs, ref in samples:
+        ref_words = ref.upper().split()
+        errors += edit_distance(ref_words, [w.text.upper() for w in decoder.decode(log_probs)])
+        words += len(ref_words)
+    return errors / max(words, 1)
+
+
+def tune_weights(decoder: CTCBeamDecoder, samples: Sequence[tuple[np.ndarray, str]],
+                 alphas: Sequence[float] = DEFAULT_ALPHAS,
+                 betas: Sequence[float] = DEFAULT_BETAS) -> TuneResult:
+    """Grid-search alpha x beta on `samples` ((frames, vocab) scores, reference text)."""
+    if not samples:
+        raise ValueError("no validation samples to tune on")
+    if decoder.lexicon_free:
+        raise ValueError("the decoder has no lexicon or LM: there are no weights to tune")
+    table = []
+    for alpha in alphas:
+        for beta in betas:
+            table.append((float(alpha), float(beta), corpus_wer(decoder.with_weights(alpha, beta), samples)))
+    best = min(table, key=lambda row: (row[2], abs(row[0] - decoder.alpha) + abs(row[1] - decoder.beta)))
+    greedy_errors = greedy_total = 0
+    for log_probs, ref in samples:
+        ref_words = ref.upper().split()
+        hyp = [w.upper() for w in greedy_words(np.asarray(log_probs), decoder.tokens, decoder.blank_id,
+                                                decoder.delimiter)]
+        greedy_errors += edit_distance(ref_words, hyp)
+        greedy_total += len(ref_words)
+    return TuneResult(best[0], best[1], best[2], greedy_errors / max(greedy_total, 1), tuple(table))
