@@ -208,11 +208,8 @@ def estimate(
         children: dict[Ngram, list[str]] = defaultdict(list)
         for g in orders[k + 1]:
             children[g[:-1]].append(g[-1])
-        for h, words in children.items():
-            if h not in orders[k]:
-                orders[k][h] = (LOG10_ZERO, None)  # a context never predicted (starts with <s>)
-            gamma = gammas[k + 1].get(h, 1.0)
-            bow = gamma
+        for h, words in children.items():  # h is kept: the closure keeps every context
+            bow = gammas[k + 1][h]
             if pruned_any:
                 num = 1.0 - sum(10 ** orders[k + 1][(*h, w)][0] for w in words)
                 den = 1.0 - sum(10 ** _backoff_logprob(orders, w, h[1:]) for w in words)
@@ -222,10 +219,10 @@ def estimate(
     return NgramModel(orders=tuple(orders), discounts=tuple(tuple(d) for d in discounts))
 
 
-def _open_text(path: str | Path, mode: str) -> TextIO:
+def _open_for_reading(path: str | Path) -> TextIO:
     if str(path).endswith(".gz"):
-        return gzip.open(path, mode + "t", encoding="utf-8")
-    return open(path, mode, encoding="utf-8", newline="\n")
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
 
 
 @contextlib.contextmanager
@@ -259,7 +256,7 @@ def write_arpa(model: NgramModel, path: str | Path) -> None:
 
 
 def _arpa_lines(path: str | Path) -> Iterator[str]:
-    with _open_text(path, "r") as f:
+    with _open_for_reading(path) as f:
         for line in f:
             yield line.strip()
 
