@@ -156,12 +156,12 @@ class CTCBeamDecoder:
         self.delimiter_id = self.tokens.index(delimiter)
         self.alpha, self.beta = float(alpha), float(beta)
         self.lm_path = Path(lm) if lm is not None else None
-        self._letters = {t: i for i, t in enumerate(self.tokens)
-                         if i not in (blank_id, self.delimiter_id) and not _is_symbol(t)}
-        self._letter_ids = frozenset(self._letters.values())
+        letters = {t: i for i, t in enumerate(self.tokens)
+                   if i not in (blank_id, self.delimiter_id) and not _is_symbol(t)}
+        self._letter_ids = frozenset(letters.values())
         self._char_ids: dict[str, int] = {}  # a letter in either case -> its token (exact case first)
         for variant in (str.upper, str.lower, lambda c: c):
-            self._char_ids.update({variant(t): i for t, i in self._letters.items() if len(t) == 1})
+            self._char_ids.update({variant(t): i for t, i in letters.items() if len(t) == 1})
         self._beam_size_token = min(beam_size_token or len(self.tokens), len(self.tokens))
         self._beam_threshold = float(beam_threshold)
         self._unk_score = float(unk_score)
