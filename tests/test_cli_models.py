@@ -1,6 +1,6 @@
 """The app over the real engine and models/ on tiny random checkpoints (written here, no download).
 
-A headless run of run_live.py as a subprocess; the speaker subcommands in process (enroll, verify,
+A headless run (in process: the subprocess path is covered in test_cli_bad_input); the speaker subcommands in process (enroll, verify,
 identify, list, remove, their JSON, unknown names, too little speech); a hub id while offline;
 and the websocket feed serving audio from two clients at once through the engine's scheduler.
 """
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ import soundfile as sf
 import torch
 
 from app.cli import main
-from tests.test_cli import ROOT, synth
+from tests.test_cli import synth
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -59,22 +57,20 @@ def models_args(tiny: dict[str, Path]) -> list[str]:
     return ["--asr-model", str(tiny["ctc"]), "--diar-model", str(tiny["frame"]), "--sv-model", str(tiny["xvector"])]
 
 
-def test_headless_subprocess_over_the_real_engine(tiny: dict[str, Path], tmp_path: Path) -> None:
-    rttm, transcript = tmp_path / "m.rttm", tmp_path / "m.txt"
-    run = subprocess.run(
-        [sys.executable, "run_live.py", "--input", str(tiny["bob1"]), "--fast", "--headless",
-         "--rttm", str(rttm), "--transcript", str(transcript), "--speakers-db", str(tmp_path / "s.db"),
-         *models_args(tiny)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
-    assert run.returncode == 0, run.stderr
-    records = [json.loads(line) for line in run.stdout.splitlines()]
+def test_headless_run_over_the_real_engine(tiny: dict[str, Path], tmp_path: Path) -> None:
+    rttm, transcript, jsonl = tmp_path / "m.rttm", tmp_path / "m.txt", tmp_path / "m.jsonl"
+    code = main(["--input", str(tiny["bob1"]), "--fast", "--headless", "--rttm", str(rttm),
+                 "--transcript", str(transcript), "--jsonl", str(jsonl),
+                 "--speakers-db", str(tmp_path / "s.db"), *models_args(tiny)])
+    assert code == 0
+    records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
     kinds = {r["type"] for r in records}
     assert {"caption_partial", "speaker_activity", "speaker_turn", "stats"} <= kinds
     assert records[-1]["type"] == "end"
     assert all(line.startswith("SPEAKER bob1 1 ") for line in rttm.read_text().splitlines())
-    assert transcript.exists()
+    finals = [r["text"] for r in records if r["type"] == "caption_final" and r["text"].strip()]
+    assert transcript.read_text().split() == " ".join(finals).split()
 
 
 def test_speaker_subcommands(tiny: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -150,17 +146,22 @@ async def test_feed_batches_audio_from_two_clients(tiny: dict[str, Path], tmp_pa
         audio, rate = sf.read(tiny["ann1"], dtype="float32")
         pcm = (audio * 32767).astype("<i2").tobytes()
 
+        both_started = asyncio.Barrier(2)
+
         async def client() -> list[dict]:
             async with connect(url) as ws:
                 hello = json.loads(await asyncio.wait_for(ws.recv(), 10))
                 assert hello["type"] == "hello" and hello["accepts_audio"]
                 await ws.send(json.dumps({"type": "start", "sample_rate": rate, "format": "pcm16"}))
+                started = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert started["type"] == "started"
+                await asyncio.wait_for(both_started.wait(), 10)  # talk at the same time
                 step = rate // 10 * 2  # 100 ms of pcm16
                 for i in range(0, len(pcm), step):
                     await ws.send(pcm[i : i + step])
                 await ws.send(json.dumps({"type": "stop"}))
-                got = []
-                while not got or got[-1]["type"] != "end":
+                got = [started]
+                while got[-1]["type"] != "end":
                     got.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
                 return got
 
@@ -169,9 +170,34 @@ async def test_feed_batches_audio_from_two_clients(tiny: dict[str, Path], tmp_pa
             events = [m for m in got if "seq" in m]
             assert [m["seq"] for m in events] == list(range(1, len(events) + 1))
             assert {"caption_partial", "speaker_turn", "stats"} <= {m["type"] for m in events}
-        # the same audio gives the same captions on both streams, and windows were batched
+        # the same audio gives the same captions on both streams
         finals = [[m["text"] for m in got if m["type"] == "caption_final"] for got in (a, b)]
         assert finals[0] == finals[1]
-        assert session.pool.batched_windows > 0
     finally:
         await session.close()
+
+
+async def test_pool_batches_due_windows_of_several_streams(tiny: dict[str, Path]) -> None:
+    from app.cli import parse_args
+    from app.compute import ComputePool
+    from app.engine_setup import ModelChoice, load_engine
+    from app.sources import load_audio
+
+    engine = load_engine(parse_args([]), ModelChoice(str(tiny["ctc"]), str(tiny["frame"]), None))
+    pool = ComputePool(engine, batch_wait_s=0.2)
+    try:
+        streams = [await pool.open_stream() for _ in range(3)]
+        audio = load_audio(tiny["ann1"])
+        alone = await pool.submit(streams[0], audio)  # one stream: nothing to batch with
+        assert pool.batched_windows == 0
+        together = await asyncio.gather(*(pool.submit(s, audio) for s in streams[1:]))
+        assert pool.batched_windows > 0
+        assert pool.scheduler.stats.forwards < pool.scheduler.stats.windows
+        # batching changes nothing in what a stream says (equal-length windows, no padding)
+        from engine.events import Stats
+
+        said = [[e for e in events if not isinstance(e, Stats)] for events in (alone, *together)]
+        assert said[1] == said[2] and said[1]
+        assert [type(e) for e in said[0]] == [type(e) for e in said[1]]
+    finally:
+        pool.shutdown()
