@@ -97,7 +97,7 @@ class SpeakerConfig:
     min_off_frames: int = 10  # 0.2 s: shorter gaps are bridged
     embed_min_samples: int = 16_000  # 1 s of single-speaker speech before a first x-vector
     embed_max_samples: int = 8 * SAMPLE_RATE  # x-vectors use at most the last 8 s of a run
-    embed_growth: float = 2.0  # re-embed a run when its clean speech doubled
+    embed_growth: float = 3.0  # re-embed a run when its clean speech tripled (1 s, 3 s, 8 s)
     new_cluster_threshold: float = 0.55  # cosine below this to every cluster: a new `unknown-N`
     merge_threshold: float = 0.75  # two unknown clusters closer than this are merged
     centroid_momentum: float = 0.8  # weight of the old centroid on update
@@ -149,7 +149,7 @@ class EngineConfig:
     """Everything the engine needs besides the models. Defaults: see docs/engine.md."""
 
     ctc: HeadSchedule = field(default_factory=lambda: HeadSchedule.from_seconds(1.0, 0.8, 0.5))
-    diar: HeadSchedule = field(default_factory=lambda: HeadSchedule.from_seconds(1.5, 1.0, 1.5))
+    diar: HeadSchedule = field(default_factory=lambda: HeadSchedule.from_seconds(1.0, 1.5, 1.0))
     speakers: SpeakerConfig = field(default_factory=SpeakerConfig)
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
     partials: bool = True  # emit CaptionPartial for the uncommitted tail after each window
