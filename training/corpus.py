@@ -59,8 +59,8 @@ class CorpusSpec:
     @classmethod
     def tiny(cls, seed: int = 7) -> "CorpusSpec":
         """A seconds-to-build corpus for tests and smoke runs."""
-        return cls(seed=seed, train_espeak=6, train_flite=2, train_utts=3, val_espeak=2, val_flite=1,
-                   val_utts=2, test_espeak=3, test_flite=1, test_utts=4, everyday_repeats=0,
+        return cls(seed=seed, train_espeak=4, train_flite=1, train_utts=2, val_espeak=1, val_flite=1,
+                   val_utts=2, test_espeak=2, test_flite=1, test_utts=4, everyday_repeats=0,
                    conversations=2, conversation_s=(6.0, 10.0), workers=1)
 
 

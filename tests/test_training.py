@@ -1,0 +1,179 @@
+"""Training package: corpus reproducibility and disjointness, exact labels/RTTM, losses, scorers,
+and a few-step smoke run of the recipe with export to Hugging Face folders (CI never trains)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or shutil.which("flite") is None or shutil.which("sox") is None
+    or not Path("/usr/share/games/fortunes").is_dir() or not Path("/usr/share/dict/american-english").is_file(),
+    reason="needs espeak-ng, flite, sox, fortunes and wamerican (installed by .ci/setup)",
+)
+
+from training.corpus import Corpus, CorpusSpec, build, corpus_fingerprint  # noqa: E402
+from training.mixing import (  # noqa: E402
+    FRAME_HOP_SAMPLES, Segment, build_conversation, frame_count, frame_labels, read_rttm, rttm_lines,
+)
+from training.scoring import char_error_rate, diarization_error, equal_error_rate, word_error_rate  # noqa: E402
+from training.text import EVERYDAY_SENTENCES, normalize_transcript  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus") / "c"
+    build(root, dataclasses.replace(CorpusSpec.tiny(seed=11), workers=2), progress=False)
+    return root
+
+
+def test_corpus_is_reproducible_from_seed_whatever_the_worker_count(tiny_corpus, tmp_path):
+    again = tmp_path / "again"
+    build(again, dataclasses.replace(CorpusSpec.tiny(seed=11), workers=1), progress=False)
+    assert corpus_fingerprint(again) == corpus_fingerprint(tiny_corpus)
+    from training.corpus import plan_jobs, split_sentences
+    from training.text import dictionary_words, fortune_sentences
+
+    sentences, words = fortune_sentences(), dictionary_words()
+    plans = [plan_jobs(spec, split_sentences(sentences, spec), words)
+             for spec in (CorpusSpec.tiny(seed=11), CorpusSpec.tiny(seed=12))]
+    assert [(j.speaker, j.text) for j in plans[0]] != [(j.speaker, j.text) for j in plans[1]]
+
+
+def test_splits_share_neither_speakers_nor_sentences(tiny_corpus):
+    corpus = Corpus(tiny_corpus)
+    speakers = {s: set(corpus.speakers(s)) for s in ("train", "val", "test")}
+    assert not speakers["train"] & speakers["val"]
+    assert not speakers["train"] & speakers["test"]
+    assert not speakers["val"] & speakers["test"]
+    texts = {s: {r["text"] for r in corpus.rows[s]} for s in ("train", "val", "test")}
+    assert not texts["train"] & texts["test"] and not texts["train"] & texts["val"] and not texts["val"] & texts["test"]
+    lm_text = set((tiny_corpus / "lm_text.txt").read_text().splitlines())
+    assert not lm_text & (texts["test"] | texts["val"])
+    everyday = {normalize_transcript(s) for s in EVERYDAY_SENTENCES}
+    assert not everyday & (lm_text | texts["train"])
+
+
+def test_utterances_are_on_the_10ms_grid_and_transcripts_in_the_alphabet(tiny_corpus):
+    corpus = Corpus(tiny_corpus)
+    for split in ("train", "val", "test"):
+        for i, row in enumerate(corpus.rows[split]):
+            assert row["length"] % 160 == 0 and row["length"] > 0
+            assert set(row["text"]) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ' ")
+            assert np.abs(corpus.audio(split, i)).max() > 0.1
+
+
+def test_frame_labels_follow_the_frame_centre_rule():
+    segs = [Segment("a", 0, 16000), Segment("b", 12000, 20000), Segment("a", 24160, 30000)]
+    n = frame_count(32000)
+    assert n == 99
+    labels = frame_labels(segs, ["a", "b"], n)
+    for t in range(n):
+        centre = t * FRAME_HOP_SAMPLES + 200
+        for k, name in enumerate(["a", "b"]):
+            expected = any(s.speaker == name and s.start <= centre < s.end for s in segs)
+            assert labels[t, k] == float(expected)
+    assert labels[:, 0].sum() > 0 and (labels.sum(1) == 2).any()  # overlap is labelled
+
+
+def test_conversation_rttm_matches_the_mixture_exactly(tiny_corpus):
+    for rttm in sorted((tiny_corpus / "conversations").glob("*.rttm")):
+        data = json.loads(rttm.with_suffix(".json").read_text())
+        ref = [Segment(s["speaker"], s["start_sample"], s["end_sample"]) for s in data["segments"]]
+        parsed = read_rttm(rttm.read_text())[rttm.stem]
+        assert sorted(parsed, key=lambda s: (s.start, s.speaker)) == sorted(ref, key=lambda s: (s.start, s.speaker))
+    rng = np.random.default_rng(3)
+    pools = {name: [(np.full(4800 + 1600 * k, 0.1 * (j + 1), np.float32), f"{name}{k}") for k in range(4)]
+             for j, name in enumerate(["x", "y", "z"])}
+    mix = build_conversation(rng, pools, 48000, overlap_prob=0.5)
+    rebuilt = np.zeros_like(mix.audio)
+    for s in mix.segments:
+        rebuilt[s.start:s.end] += 1
+    assert np.array_equal(rebuilt > 0, np.abs(mix.audio) > 0)
+    for a in mix.segments:  # a speaker never overlaps itself
+        for b in mix.segments:
+            if a is not b and a.speaker == b.speaker:
+                assert a.end <= b.start or b.end <= a.start
+    assert rttm_lines("f", mix.segments)[0].startswith("SPEAKER f 1 ")
+
+
+def test_pit_bce_is_invariant_to_speaker_order():
+    from training.batches import pit_bce
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 50, 3)
+    labels = (torch.rand(2, 50, 3) > 0.5).float()
+    base = pit_bce(logits, labels)
+    assert torch.allclose(base, pit_bce(logits, labels[:, :, [2, 0, 1]]))
+    assert pit_bce(labels * 20 - 10, labels[:, :, [1, 2, 0]]) < 1e-3  # right up to a permutation
+
+
+def test_scorers():
+    assert char_error_rate(["ABC"], ["ABC"]) == 0 and char_error_rate(["ABCD"], ["ABD"]) == 0.25
+    assert word_error_rate(["A B C D"], ["A X C"]) == 0.5
+    ref = [Segment("a", 0, 160000), Segment("b", 160000, 320000)]
+    assert diarization_error(ref, [Segment("q", 0, 160000), Segment("r", 160000, 320000)]).der == 0.0
+    miss = diarization_error(ref, [Segment("q", 0, 160000)])
+    assert miss.der == pytest.approx(miss.miss_s / miss.scored_s) and 0.45 < miss.der < 0.55
+    confused = diarization_error(ref, [Segment("q", 0, 320000)])
+    assert confused.confusion_s > 9 and confused.miss_s == 0 and confused.false_alarm_s == 0
+    # boundary errors inside the 0.25 s collar are not scored
+    assert diarization_error(ref, [Segment("q", 0, 162000), Segment("r", 162000, 320000)]).der == 0.0
+    assert equal_error_rate([0.9, 0.8], [0.1, 0.2])[0] == 0.0
+    assert equal_error_rate([0.1, 0.2], [0.9, 0.8])[0] == 1.0
+
+
+def test_smoke_training_resume_and_export(tiny_corpus, tmp_path):
+    from training.export import export, load_checkpoint
+    from training.model import ArchConfig
+    from training.train import TrainConfig, Trainer
+
+    cfg = dataclasses.replace(TrainConfig.smoke(), minutes=10.0, val_every=2)
+    run = tmp_path / "run"
+    run.mkdir()
+    trainer = Trainer(run, Corpus(tiny_corpus), ArchConfig.tiny(), cfg)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    for _ in range(2):
+        losses = trainer.train_step()
+        trainer.step += 1
+    assert all(np.isfinite(v) for v in losses.values())
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
+    trainer.save()
+    resumed = Trainer(run, Corpus(tiny_corpus), ArchConfig.tiny(), cfg)
+    resumed.load()
+    assert resumed.step == 2
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k])
+    assert 0.0 <= resumed.validate()
+
+    out = tmp_path / "embedded"
+    sizes = export(load_checkpoint(run / "checkpoint.pt"), out)
+    assert set(sizes) == {"ctc", "sd", "sv"}
+    from safetensors.torch import load_file
+
+    tensors = {h: load_file(str(out / h / "model.safetensors")) for h in sizes}
+    enc = {k: v for k, v in tensors["ctc"].items() if k.startswith("unispeech_sat.")}
+    assert enc and all(v.dtype == torch.float16 for v in enc.values())
+    for head in ("sd", "sv"):
+        assert all(torch.equal(tensors[head][k], v) for k, v in enc.items())
+        assert (out / head / "preprocessor_config.json").read_bytes() == (out / "ctc" / "preprocessor_config.json").read_bytes()
+    assert json.loads((out / "ctc" / "vocab.json").read_text())["<pad>"] == 0
+    assert json.loads((out / "sd" / "config.json").read_text())["architectures"] == ["UniSpeechSatForAudioFrameClassification"]
+
+    import transformers
+
+    from models import UniSpeechSatForCTC
+
+    ours = UniSpeechSatForCTC.from_pretrained(out / "ctc")
+    theirs = transformers.UniSpeechSatForCTC.from_pretrained(str(out / "ctc")).float().eval()
+    x = torch.randn(1, 8000)
+    with torch.no_grad():
+        assert torch.allclose(ours(x).logits, theirs(x).logits, atol=1e-4)
+    sv = transformers.UniSpeechSatForXVector.from_pretrained(str(out / "sv")).eval()
+    assert sv.config.xvector_output_dim == ArchConfig.tiny().xvector_dim
