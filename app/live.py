@@ -60,14 +60,22 @@ class AudioHistory:
     def start_sample(self) -> int:
         return self.end_sample - self._held
 
+    def held(self) -> np.ndarray:
+        """Everything held, from `start_sample` to `end_sample`, as one array."""
+        if not self._blocks:
+            return np.zeros(0, dtype=np.float32)
+        if len(self._blocks) > 1:  # join once, so repeated spans stay cheap
+            joined = np.concatenate(list(self._blocks))
+            self._blocks = deque([joined])
+        return self._blocks[0]
+
     def span(self, start_sample: int, end_sample: int) -> np.ndarray:
         """Samples in [start, end) clipped to what is still held (may be shorter or empty)."""
         start = max(start_sample, self.start_sample)
         end = min(end_sample, self.end_sample)
-        if end <= start or not self._blocks:
+        if end <= start:
             return np.zeros(0, dtype=np.float32)
-        held = np.concatenate(list(self._blocks))
-        return held[start - self.start_sample : end - self.start_sample]
+        return self.held()[start - self.start_sample : end - self.start_sample]
 
     def last(self, seconds: float) -> np.ndarray:
         """The newest `seconds` of audio held."""
@@ -153,6 +161,7 @@ class StreamRunner:
         self._queue: asyncio.Queue[AudioBlock | None] = asyncio.Queue(maxsize=4 if fast else 0)
         self._dropped = dropped
         self._last_stats_at = 0
+        self._queued_samples = 0  # audio queued but not yet handed to the engine
         self._engine_stats = False  # once the engine reports Stats, the app adds to those instead
         self.pause = PauseSwitch()
         self.finished = asyncio.Event()
@@ -197,6 +206,7 @@ class StreamRunner:
             async for block in blocks:
                 if self.pause.paused:
                     continue  # a paused live source is dropped (files wait in paced_blocks)
+                self._queued_samples += len(block.samples)
                 await self._queue.put(block)
         finally:
             await self._queue.put(None)
@@ -205,9 +215,8 @@ class StreamRunner:
         report = getattr(self.stream, "report_load", None)
         if report is None:
             return
-        backlog = sum(len(b.samples) for b in list(self._queue._queue) if b is not None)  # type: ignore[attr-defined]
         try:
-            report(backlog_samples=backlog, rtf=self.meter.rtf)
+            report(backlog_samples=self._queued_samples, rtf=self.meter.rtf)
         except TypeError:
             pass  # an engine whose report_load takes other figures: it decides without ours
 
@@ -226,7 +235,9 @@ class StreamRunner:
                 audio = [b for b in batch if b is not None]
                 if not audio:
                     continue
+                self._report_load()  # the backlog: this batch and whatever queued behind it
                 for block in audio:
+                    self._queued_samples -= len(block.samples)
                     self.meter.arrived(block)
                     self.history.append(block.samples)
                     for listener in self.listeners:
@@ -234,7 +245,6 @@ class StreamRunner:
                 if self._dropped is not None:
                     self.meter.dropped_samples = self._dropped()
                 samples = audio[0].samples if len(audio) == 1 else np.concatenate([b.samples for b in audio])
-                self._report_load()
                 self._publish(await self._compute(self._accept, samples))
                 self._maybe_stats()
             self._publish(await self._compute(self._flush))

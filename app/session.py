@@ -295,8 +295,12 @@ async def _write_jsonl(session: LiveSession, path: str | None) -> None:
             lines = [item.wire]
             while (more := sub.get_nowait()) is not None:
                 lines.append(more.wire)
-            out.write("\n".join(lines) + "\n")
-            out.flush()
+            try:
+                out.write("\n".join(lines) + "\n")
+                out.flush()
+            except BrokenPipeError:  # the reader went away (`| head`): stop writing, run on
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the exit flush is quiet
+                return
     finally:
         if sub.dropped:
             print(f"warning: {sub.dropped} events were not written (output too slow)", file=sys.stderr)
