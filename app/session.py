@@ -396,19 +396,23 @@ def run_live_app(args: argparse.Namespace, engine_factory: Any = None) -> int:
         file_id=os.path.splitext(source.label)[0].replace(" ", "_") or "live",
     )
     session = LiveSession(engine, source, options, speakers)
+    failed = True
     try:
         if headless:
             asyncio.run(run_headless(session))
         else:
             from app.tui import LiveTUI
 
-            code = LiveTUI(session).run()
-            if code and code != 130:
-                return int(code)
+            tui = LiveTUI(session)
+            tui.run()
+            if tui.error is not None:
+                raise AppError(tui.error)
+        failed = False
     except KeyboardInterrupt:
         session.interrupted = True
+        failed = False
     finally:
-        if outputs:
+        if outputs and not failed:  # a run that failed (e.g. the port is taken) writes nothing
             session.write_outputs()
         if demo_folder is not None:
             shutil.rmtree(demo_folder, ignore_errors=True)

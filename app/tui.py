@@ -387,6 +387,7 @@ class LiveTUI(App[int]):
         self.gauges = Gauges()
         self.ui_dropped = 0
         self.input_ended = False
+        self.error: str | None = None  # a user-facing failure, printed by the caller after exit
         self._dirty = True
         self._sub: Any = None
 
@@ -420,7 +421,8 @@ class LiveTUI(App[int]):
         try:
             await self.session.start()
         except AppError as exc:
-            self.exit(2, message=f"error: {exc}")
+            self.error = str(exc)
+            self.exit(2)
             return
         self._sub = self.session.bus.subscribe(2000)
         self.run_worker(self._consume(), exclusive=False, group="bus")
@@ -428,7 +430,13 @@ class LiveTUI(App[int]):
         self.set_interval(0.1, self._refresh_view)
 
     async def _run_input(self) -> None:
-        await self.session.run_input()
+        try:
+            await self.session.run_input()
+        except AppError as exc:  # e.g. the microphone could not be opened
+            self.error = str(exc)
+            await self.session.close()
+            self.exit(2)
+            return
         self.input_ended = True
         if self.session.options.outputs:
             self.session.write_outputs()

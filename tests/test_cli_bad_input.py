@@ -167,3 +167,17 @@ def test_whole_process_prints_no_traceback(tmp_path: Path) -> None:
                              text=True, timeout=60)
         assert run.returncode == 2
         assert run.stderr.count("\n") == 1 and run.stderr.startswith("error: "), run.stderr
+
+
+def test_port_in_use_is_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    audio = write(tmp_path / "a.wav", syllables(1.0))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["--input", str(audio), "--headless", "--serve", f"127.0.0.1:{port}",
+                     "--transcript", str(tmp_path / "t.txt")], engine_factory=FakeEngine)
+    assert code == 2 and "cannot listen" in one_error_line(capsys)
+    assert not (tmp_path / "t.txt").exists()
