@@ -500,9 +500,14 @@ class LiveTUI(App[int]):
             return Text(f"no match yet ({n} enrolled)", style="dim")
         out = Text()
         for track, m in self.gauges.matches.items():
-            mark = ("✓", "green") if m.accepted else ("✗", "red")
-            out.append(f"{mark[0]} ", style=mark[1])
-            out.append(f"{m.name or track}", style=f"bold {self.colours(m.name if m.accepted and m.name else track)}")
+            if m.accepted:
+                out.append("✓ ", style="green")
+                out.append(m.name or track, style=f"bold {self.colours(m.name or track)}")
+            else:  # the best candidate, below the threshold
+                out.append("✗ ", style="red")
+                out.append(track, style=f"bold {self.colours(track)}")
+                if m.name:
+                    out.append(f" ~{m.name}?", style="dim")
             out.append(f" {m.score:.2f}/{m.threshold:.2f}\n")
         return out
 
