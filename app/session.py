@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import shutil
 import signal
@@ -32,7 +33,7 @@ from engine.timebase import SAMPLE_RATE
 JSONL_QUEUE_ITEMS = 100_000  # headless output: large, so only a stalled reader ever loses lines
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class InputChoice:
     """What the session listens to: file samples (also the demo), a microphone, or nothing."""
 
@@ -43,7 +44,7 @@ class InputChoice:
     speed: float | None = 1.0
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class SessionOptions:
     """Sinks of one live session."""
 
@@ -372,7 +373,7 @@ def run_live_app(args: argparse.Namespace, engine_factory: Any = None) -> int:
     source = choose_input(args)
     demo = find_demo() if source.kind == "demo" else None
     if demo is not None:
-        source.samples = load_audio(demo.conversation)
+        source = dataclasses.replace(source, samples=load_audio(demo.conversation))
     models = None
     if engine_factory is not None:
         engine = engine_factory()
