@@ -132,6 +132,36 @@ def evaluate_sv(model_dir: Path, corpus: Corpus, split: str = "test") -> dict:
             "eer": eer, "eer_threshold": threshold, "enroll_clips": 3}
 
 
+def write_trials(corpus: Corpus, split: str, out: Path) -> Path:
+    """Write `split`'s utterances as `SPEAKER__CLIP.wav` files (engine.calibration's trial folder)."""
+    import soundfile as sf
+
+    out.mkdir(parents=True, exist_ok=True)
+    for spk, idx in sorted(corpus.by_speaker(split).items()):
+        for k, i in enumerate(idx):
+            sf.write(out / f"{spk}__{k:02d}.wav", corpus.audio(split, i), SAMPLE_RATE, subtype="PCM_16")
+    return out
+
+
+def evaluate_sv_service(model_dir: Path, corpus: Corpus, split: str = "test") -> dict:
+    """EER with the app's own verification path: `engine.voiceprints.XVectorEmbedder` and
+    `engine.calibration.score_trials` (enroll from >= 5 s of net speech, as VoiceprintService)."""
+    from engine.calibration import score_trials
+    from engine.voiceprints import XVectorEmbedder
+
+    embedder = XVectorEmbedder(model_dir / "sv")
+    clips = {spk: [corpus.audio(split, i) for i in idx] for spk, idx in sorted(corpus.by_speaker(split).items())}
+    scores = score_trials(embedder, clips)
+    eer, threshold = equal_error_rate(scores.target, scores.impostor)
+    calibrated = getattr(embedder, "threshold", None)
+    out = {"eer": eer, "eer_threshold": threshold, "target_trials": len(scores.target),
+           "impostor_trials": len(scores.impostor), "shipped_threshold": calibrated}
+    if calibrated is not None:
+        tgt, imp = np.asarray(scores.target), np.asarray(scores.impostor)
+        out.update(frr_at_shipped=float((tgt < calibrated).mean()), far_at_shipped=float((imp >= calibrated).mean()))
+    return out
+
+
 # --------------------------------------------------------------------------- diarization offline
 @torch.no_grad()
 def window_activity(model: UniSpeechSatForAudioFrameClassification, fe: FeatureExtractor, audio: np.ndarray
@@ -272,6 +302,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--corpus", type=Path, default=Path("/work/runs/corpus"))
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--streaming", action="store_true", help="also run the streaming engine")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="first write SV/verification.json from the validation speakers (engine.calibration)")
+    parser.add_argument("--trials-dir", type=Path, default=Path("/work/runs/trials"))
     parser.add_argument("--limit", type=int, help="at most this many utterances per set (quick checks)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -292,6 +325,13 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(results["asr_offline"], indent=1), flush=True)
     results["sv_offline"] = evaluate_sv(args.model, corpus)
     print(json.dumps(results["sv_offline"], indent=1), flush=True)
+    if args.calibrate:
+        from engine.calibration import main as calibrate
+
+        trials = write_trials(corpus, "val", args.trials_dir / "val")
+        calibrate(["--sv-model", str(args.model / "sv"), "--trials", str(trials)])
+    results["sv_service"] = evaluate_sv_service(args.model, corpus)
+    print(json.dumps(results["sv_service"], indent=1), flush=True)
     results["der_offline"] = evaluate_der(args.model, args.corpus / "conversations",
                                           results["sv_offline"]["eer_threshold"])
     print(json.dumps(results["der_offline"], indent=1), flush=True)
