@@ -33,7 +33,7 @@ def _voiceprints_of(speakers: Any) -> tuple[dict[str, np.ndarray], float | None]
         raise TypeError(f"speakers must be a VoiceprintService or a {{name: vector}} dict, got {type(speakers).__name__}")
     prints = getter() if callable(getter) else getter
     if not isinstance(prints, dict):
-        prints = {getattr(p, "name"): getattr(p, "vector", getattr(p, "embedding", None)) for p in prints}
+        prints = {p.name: getattr(p, "vector", getattr(p, "embedding", None)) for p in prints}
     threshold = getattr(speakers, "threshold", None)
     if threshold is None:
         embedder = getattr(speakers, "embedder", None)

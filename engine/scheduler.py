@@ -16,12 +16,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from engine.events import Event, Stats
 from engine.stream import Stream, WindowRequest
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
 
 
 @dataclass(slots=True)
@@ -39,10 +42,10 @@ class SchedulerStats:
 class Scheduler:
     """Batches the windows of many streams; create with `Engine.scheduler()`."""
 
-    def __init__(self, engine: "object", max_batch: int | None = None, clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, engine: "Engine", max_batch: int | None = None, clock: Callable[[], float] | None = None) -> None:
         self.engine = engine
-        self.models = engine.models  # type: ignore[attr-defined]
-        self.max_batch = max_batch or engine.config.max_batch  # type: ignore[attr-defined]
+        self.models = engine.models
+        self.max_batch = max_batch or engine.config.max_batch
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
         self.clock = clock
@@ -54,12 +57,13 @@ class Scheduler:
 
     def add_stream(self) -> Stream:
         """A new stream served by this scheduler."""
-        stream = self.engine.new_stream()  # type: ignore[attr-defined]
+        stream = self.engine.new_stream()
         self.streams[stream.stream_id] = stream
         self._order.append(stream.stream_id)
         return stream
 
     def remove_stream(self, stream_id: int) -> None:
+        """Forget a stream (its queued windows go with it)."""
         self.streams.pop(stream_id, None)
         if stream_id in self._order:
             i = self._order.index(stream_id)
@@ -161,4 +165,5 @@ class Scheduler:
         return stream.flush()
 
     def stream_stats(self, stream_id: int) -> Stats:
+        """A Stats event for one stream now."""
         return self.streams[stream_id]._stats()

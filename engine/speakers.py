@@ -239,9 +239,11 @@ class SpeakerClusters:
             if other is cluster:
                 continue
             sim = float(other.centroid @ cluster.centroid)
-            if other.enrolled and sim >= self.enrolled_threshold or not other.enrolled and sim >= self.cfg.merge_threshold:
+            limit = self.enrolled_threshold if other.enrolled else self.cfg.merge_threshold
+            if sim >= limit:
                 # keep the enrolled one, else the older (lower number) one
-                keep, drop = (other, cluster) if other.enrolled or self.clusters.index(other) < self.clusters.index(cluster) else (cluster, other)
+                older = self.clusters.index(other) < self.clusters.index(cluster)
+                keep, drop = (other, cluster) if other.enrolled or older else (cluster, other)
                 if not keep.enrolled:
                     keep.centroid = _unit(keep.count * keep.centroid + drop.count * drop.centroid)
                 keep.count += drop.count
@@ -277,6 +279,7 @@ class SpeakerClusters:
 
 
 EmbedFn = Callable[[np.ndarray], np.ndarray]
+AudioFn = Callable[[int, int], "np.ndarray | None"]  # samples [start, end), None if no longer held
 
 
 class SpeakerTracker:
@@ -302,12 +305,13 @@ class SpeakerTracker:
 
     # -- window input -------------------------------------------------------------------------
 
-    def add_window(self, start_frame: int, probs: np.ndarray, settle_to: int, audio: Callable[[int, int], np.ndarray]) -> tuple[list, dict[str, str]]:
+    def add_window(self, start_frame: int, probs: np.ndarray, settle_to: int,
+                   audio: AudioFn) -> tuple[list, dict[str, str]]:
         """Add one window's activity; settle frames < `settle_to`. Returns (events, relabels)."""
         first, settled, _ = self.aggregator.add(start_frame, probs, settle_to)
         return self._consume(first, settled, audio)
 
-    def finish(self, audio: Callable[[int, int], np.ndarray]) -> tuple[list, dict[str, str]]:
+    def finish(self, audio: AudioFn) -> tuple[list, dict[str, str]]:
         """Settle everything and close open runs (end of stream)."""
         first, settled = self.aggregator.settle_all()
         events, relabels = self._consume(first, settled, audio)
@@ -320,7 +324,7 @@ class SpeakerTracker:
                 relabels.update(r2)
         return events, relabels
 
-    def _consume(self, first: int, settled: np.ndarray, audio: Callable[[int, int], np.ndarray]) -> tuple[list, dict[str, str]]:
+    def _consume(self, first: int, settled: np.ndarray, audio: AudioFn) -> tuple[list, dict[str, str]]:
         events: list = []
         relabels: dict[str, str] = {}
         n = len(settled)
@@ -346,7 +350,7 @@ class SpeakerTracker:
                     self.decided[c] = f + 1
                     self.pending_clean[c].clear()
             on = p >= self.cfg.onset
-            if on.sum() == 1:  # single-speaker frame: audio for that channel's x-vector
+            if on.sum() == 1 and samples is not None:  # single-speaker frame: audio for its x-vector
                 c = int(np.argmax(on))
                 piece = samples[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]
                 if self.open_runs[c] is not None:

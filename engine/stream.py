@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.buffers import RollingArray
-from engine.captions import CaptionDecoder
+from engine.captions import CaptionDecoder, PartialText
 from engine.config import EngineConfig, HeadSchedule, frames_in
 from engine.events import (
     CaptionFinal,
@@ -435,7 +435,7 @@ class Stream:
         self._trim_captions()
         return events
 
-    def _partial(self, p) -> list[Event]:
+    def _partial(self, p: PartialText) -> list[Event]:
         speaker = self._speaker(p.start_frame, p.end_frame) if p.text else None
         key = (p.text, speaker)
         if key == self._last_partial or (self._last_partial is None and not p.text):

@@ -101,7 +101,7 @@ def test_every_frame_committed_exactly_once(monkeypatch):
         stream.accept(audio)
         stream.flush()
         assert commits[0][0] == 0
-        for (a0, a1), (b0, b1) in zip(commits, commits[1:]):
+        for (a0, a1), (b0, _) in zip(commits, commits[1:]):
             assert a1 == b0 and a0 < a1  # contiguous, no overlap, no gap
         assert commits[-1][1] == frames_in(len(audio))
 
@@ -176,7 +176,7 @@ def test_memory_bounded_on_long_stream():
     stream = engine.new_stream()
     block = frames_to_audio(script([(0, "one two three four"), (1, "five six seven eight")]))
     sizes = []
-    for i in range(int(6 * 60 * 16000 / len(block))):
+    for _ in range(int(6 * 60 * 16000 / len(block))):
         stream.accept(block)
         sizes.append((len(stream.audio), len(stream._captions), len(stream.tracker.runs),
                       len(stream.tracker.frame_runs), len(stream.queue)))
