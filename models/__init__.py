@@ -5,7 +5,7 @@ Public API: the config, the backbone and its heads (`from_pretrained`, `save_pre
 """
 
 from models.config import UniSpeechSatConfig
-from models.ctc_vocab import CTCVocab
+from models.ctc_vocab import CharSpan, CTCVocab, WordSpan
 from models.feature_extraction import FeatureExtractor
 from models.loading import CheckpointError, LoadReport
 from models.outputs import (
@@ -27,6 +27,7 @@ from models.unispeech_sat import (
 
 __all__ = [
     "CTCVocab",
+    "CharSpan",
     "CausalLMOutput",
     "CheckpointError",
     "FeatureExtractor",
@@ -42,5 +43,6 @@ __all__ = [
     "UniSpeechSatForSequenceClassification",
     "UniSpeechSatForXVector",
     "UniSpeechSatModel",
+    "WordSpan",
     "XVectorOutput",
 ]

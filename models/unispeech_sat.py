@@ -162,7 +162,10 @@ class FeatureEncoder(nn.Module):
 
     def forward(self, input_values: torch.Tensor) -> torch.Tensor:
         self._check_length(input_values.shape[-1])
-        if torch.is_grad_enabled() or not self._in_place_gelu or any(
+        needs_grad = torch.is_grad_enabled() and (
+            input_values.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
+        if needs_grad or not self._in_place_gelu or any(
             layer.conv.kernel_size[0] < layer.conv.stride[0] for layer in self.conv_layers
         ):
             return self._forward_autograd(input_values)
@@ -208,23 +211,26 @@ class FeatureEncoder(nn.Module):
         frames = input_values.unfold(1, k, s)  # (B,T0,k) view; in_channels is 1
         w = conv.weight.reshape(conv.out_channels, k)  # (C,k)
         h = input_values.new_empty(b, frames.shape[1], conv.out_channels)
+        # Frames get a column of ones and the weights a bias row, so one plain matmul writes
+        # each output once (addmm would first copy the bias into the whole output).
+        ones = input_values.new_ones(frames.shape[1], 1)
         for i in range(b):
-            f = frames[i].contiguous()  # (T0,k): small
+            f = torch.cat([frames[i], ones], dim=1)  # (T0,k+1): small
             if isinstance(norm, nn.GroupNorm):
                 # GroupNorm(C groups) of h = f w^T (+ bias) is a per-channel affine map of h, whose
                 # mean and variance follow from the frames' mean and covariance: fold it into w.
-                f64, w64 = f.double(), w.double()
+                f64, w64 = f[:, :k].double(), w.double()
                 mu = f64.mean(0)
                 centred = f64 - mu
                 cov = centred.t() @ centred / f.shape[0]
                 var = ((w64 @ cov) * w64).sum(1)
                 scale = norm.weight.double() * torch.rsqrt(var + norm.eps)
                 shift = norm.bias.double() - scale * (w64 @ mu)  # a conv bias cancels out
-                torch.addmm(shift.to(h.dtype), f, (w64 * scale[:, None]).t().to(h.dtype), out=h[i])
-            elif conv.bias is not None:
-                torch.addmm(conv.bias, f, w.t(), out=h[i])
+                folded = torch.cat([w64 * scale[:, None], shift[:, None]], dim=1)
             else:
-                torch.mm(f, w.t(), out=h[i])
+                bias = conv.bias if conv.bias is not None else w.new_zeros(w.shape[0])
+                folded = torch.cat([w, bias[:, None]], dim=1)
+            torch.mm(f, folded.t().to(h.dtype), out=h[i])
         if isinstance(norm, nn.LayerNorm):
             h = F.layer_norm(h, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
         torch.ops.aten.gelu_(h)
@@ -371,7 +377,7 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.intermediate_dense(x)
         if self._gelu and not torch.is_grad_enabled():
-            x = torch.ops.aten.gelu_(x)  # in place: saves a (T, intermediate) allocation and pass
+            x = self.intermediate_dropout(torch.ops.aten.gelu_(x))  # in place: saves an allocation and a pass
         else:
             x = self.intermediate_dropout(self.act(x))
         return self.output_dropout(self.output_dense(x))
@@ -592,6 +598,16 @@ class _Head(UniSpeechSatPreTrainedModel):
     def needs_hidden_states(self) -> bool:
         """True when the head reads every layer's output (weighted layer sum)."""
         return self.uses_layer_sum and self.config.use_weighted_layer_sum
+
+    def freeze_feature_encoder(self) -> None:
+        """Stop gradients into the conv front end (the usual fine-tuning recipe)."""
+        for p in self.unispeech_sat.feature_extractor.parameters():
+            p.requires_grad = False
+
+    def freeze_base_model(self) -> None:
+        """Stop gradients into the whole backbone; only the head trains."""
+        for p in self.unispeech_sat.parameters():
+            p.requires_grad = False
 
     def _features(self, base: UniSpeechSatBaseModelOutput) -> torch.Tensor:
         if not self.needs_hidden_states:

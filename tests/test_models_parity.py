@@ -196,3 +196,20 @@ def test_our_save_pretrained_is_read_back_by_transformers(tmp_path, head):
     with torch.no_grad():
         _close(getattr(ours(x, mask), MAIN[head]), getattr(ref(x, attention_mask=mask), MAIN[head]), "saved")
     assert ref.config.to_dict()["conv_bias"] is False
+
+
+@pytest.mark.parametrize("variant", ["base", "large"])
+def test_inference_and_autograd_paths_agree_and_frozen_encoder_gets_no_gradient(tmp_path, variant):
+    folder = write_tiny_checkpoint(tmp_path / "c", head="ctc", variant=variant, conv_bias=True)
+    model = models.UniSpeechSatForCTC.from_pretrained(folder)
+    x, mask = _inputs()
+    with torch.no_grad():
+        fast = model(x, mask).logits
+    slow = model(x, mask).logits  # autograd enabled: the differentiable path
+    _close(fast, slow.detach(), f"{variant} inference vs autograd path")
+    model.train()
+    model.freeze_feature_encoder()
+    model(x, mask).logits.sum().backward()
+    assert all(p.grad is None for p in model.unispeech_sat.feature_extractor.parameters())
+    assert model.lm_head.weight.grad is not None
+    assert model.unispeech_sat.encoder.layers[0].attention.q_proj.weight.grad is not None
