@@ -262,6 +262,7 @@ def main() -> int:
     ap.add_argument("--sched-streams", type=int, default=4, help="streams for the batched scheduler run (0: skip)")
     ap.add_argument("--skip-naive", action="store_true")
     ap.add_argument("--force-bf16", action="store_true", help="run bf16 even where the CPU emulates it")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads in the workers (0: torch's default)")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--worker", choices=["engine", "naive"], help=argparse.SUPPRESS)
     ap.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
@@ -269,6 +270,10 @@ def main() -> int:
     a = ap.parse_args()
     root = Path(a.ckpt_dir)
     if a.worker:
+        if a.threads:
+            import torch
+
+            torch.set_num_threads(a.threads)
         ckpts = {k: str(root / k) for k in ("ctc", "sd", "sv")}
         if a.worker == "engine":
             out = worker_engine(ckpts, a.audio, a.dtype, a.sched_streams)
@@ -281,6 +286,8 @@ def main() -> int:
     audio = make_audio(a.seconds, root / f"speech_{int(a.seconds)}s.wav")
     import torch
 
+    if a.threads:
+        torch.set_num_threads(a.threads)
     print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f}, audio {a.seconds:.0f} s, blocks of {BLOCK} samples", flush=True)
     results = {}
@@ -292,10 +299,12 @@ def main() -> int:
         dtypes.remove("bf16")
     for dtype in dtypes:
         results[f"engine-{dtype}"] = run_worker(["--worker", "engine", "--dtype", dtype, "--audio", str(audio),
-                                                 "--ckpt-dir", str(root), "--sched-streams", str(a.sched_streams)])
+                                                 "--ckpt-dir", str(root), "--sched-streams", str(a.sched_streams),
+                                                 "--threads", str(a.threads)])
         print(f"engine {dtype}: {json.dumps(results[f'engine-{dtype}'])}", flush=True)
     if not a.skip_naive:
-        results["naive-fp32"] = run_worker(["--worker", "naive", "--audio", str(audio), "--ckpt-dir", str(root)])
+        results["naive-fp32"] = run_worker(["--worker", "naive", "--audio", str(audio), "--ckpt-dir", str(root),
+                                            "--threads", str(a.threads)])
         print(f"naive fp32: {json.dumps(results['naive-fp32'])}", flush=True)
     print("\n| run | process RTF | compute RTF | load s | word latency p50/p95 s | frame latency p50/p95 s | streams/machine* |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

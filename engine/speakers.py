@@ -378,6 +378,8 @@ class SpeakerTracker:
 
     def _open(self, channel: int, start: int) -> None:
         run = Run(self._next_run, channel, start, next_embed_at=self.cfg.embed_min_samples)
+        if self.embed is None:  # no x-vector head: a channel is the best identity there is
+            run.label = f"unknown-{channel + 1}"
         self._next_run += 1
         self.runs[run.run_id] = run
         self.open_runs[channel] = run
