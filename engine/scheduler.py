@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from engine.events import Event, Stats
+from engine.model_side import WindowOutputs
 from engine.stream import Stream, WindowRequest
 
 if TYPE_CHECKING:
@@ -121,9 +122,12 @@ class Scheduler:
             return {}
         t0 = self.clock() if self.clock is not None else None
         groups: dict[tuple, list[WindowRequest]] = defaultdict(list)
-        for r in reqs:
-            groups[r.key].append(r)
         results: dict[tuple[int, int], tuple] = {}
+        for r in reqs:
+            if "skip" in r.want:  # a caption window dropped by the degrade policy: nothing to run
+                results[(r.stream_id, r.seq)] = (WindowOutputs(), 0)
+            else:
+                groups[r.key].append(r)
         for (_, want), group in groups.items():
             out = self.models.run_windows(np.stack([r.samples for r in group]), want)
             self.stats.forwards += 1

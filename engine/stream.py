@@ -29,7 +29,7 @@ from engine.model_side import ModelSide, WindowOutputs
 from engine.speakers import SpeakerClusters, SpeakerTracker
 from engine.timebase import FRAME_SAMPLES, SAMPLE_RATE
 
-_CTC, _DIAR = "ctc", "diar"
+_CTC, _DIAR, _SKIP = "ctc", "diar", "skip"
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +213,9 @@ class Stream:
         events: list[Event] = []
         while self.queue:
             req = self.queue.popleft()
+            if _SKIP in req.want:
+                events += self.deliver(req, WindowOutputs(), index=0)
+                continue
             out = self.models.run_windows(req.samples[None, :], req.want)
             events += self.deliver(req, out, index=0)
         return events
@@ -269,6 +272,8 @@ class Stream:
             if which == 0:
                 k, self._next_ctc = self._next_ctc, self._next_ctc + 1
                 want = {_CTC, _DIAR} if self.shared else {_CTC}
+                if self.level >= 3 and k % 2 == 1:
+                    want = {_SKIP}  # degrade: this window's frames are dropped as silence, uncomputed
                 self._enqueue(frozenset(want), k * self.ctc_schedule.hop_samples, self.ctc_schedule.window_samples)
             else:
                 k, self._next_diar = self._next_diar, self._next_diar + 1
@@ -277,7 +282,10 @@ class Stream:
                 self._enqueue(frozenset({_DIAR}), k * self.diar_schedule.hop_samples, self.diar_schedule.window_samples)
 
     def _enqueue(self, want: frozenset[str], start: int, length: int, final: bool = False) -> None:
-        samples = self.audio.view(start, start + length).copy()
+        if _SKIP in want:
+            samples = np.zeros(0, dtype=np.float32)
+        else:
+            samples = self.audio.view(start, start + length).copy()
         self.queue.append(WindowRequest(self.stream_id, self._seq, want, start, samples, final))
         self._seq += 1
         self._drop_excess()
@@ -287,7 +295,7 @@ class Stream:
         limit = self.config.max_queued_windows
         d = self.config.degrade
         while d.enabled and self.level >= 3 and self.has_ctc and self.queued_samples() > d.level_samples[2]:
-            victim = next(r for r in self.queue if _CTC in r.want)
+            victim = next(r for r in self.queue if {_CTC, _SKIP} & r.want)  # the oldest, so commits stay in order
             self._drop_caption_window(victim)
             self.queue.remove(victim)
         while len(self.queue) > limit:
@@ -299,9 +307,12 @@ class Stream:
 
     def _drop_caption_window(self, req: WindowRequest) -> None:
         """Skip a caption window's frames as silence so later commits stay contiguous."""
-        if self._decoder is None or _CTC not in req.want:
+        if self._decoder is None or not ({_CTC, _SKIP} & req.want):
             return
         lo, hi = self._commit_range(req)
+        lo = max(lo, self._decoder.next_frame)
+        if hi <= lo:
+            return
         self._decoder.commit(lo, self._blank_log_probs(hi - lo))
         self.dropped_samples += (hi - lo) * FRAME_SAMPLES
         if self.lm is not None:
@@ -364,6 +375,10 @@ class Stream:
     def deliver(self, req: WindowRequest, out: WindowOutputs, index: int) -> list[Event]:
         """Turn row `index` of a forward's outputs for `req` into events."""
         events: list[Event] = []
+        if _SKIP in req.want:
+            self._drop_caption_window(req)
+            self._update_level()
+            return events
         self.windows += 1
         first_frame = req.start_sample // FRAME_SAMPLES
         if _DIAR in req.want and self.tracker is not None and out.activity_probs is not None:

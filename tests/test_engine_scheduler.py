@@ -114,3 +114,19 @@ def test_clock_gives_queue_and_compute_telemetry():
     stats = [e for e in events if isinstance(e, Stats)]
     assert stats and {"algorithmic", "compute", "queueing"} <= set(stats[-1].latency_ms)
     assert sched.stats.compute_ms and sched.stats.queue_ms
+
+
+def test_level_three_skips_caption_windows_in_the_synchronous_path_too():
+    cfg = EngineConfig(degrade=DegradeConfig(level_samples=(16000, 32000, 48000)))
+    models = ScriptedModels(num_speakers=2)
+    stream = Engine(models, cfg).new_stream()
+    audio = frames_to_audio(script(TURNS[3] * 4))
+    stream.report_load(backlog_samples=10 * 16000)  # the app says it is 10 s behind
+    assert stream.level == 3
+    events = stream.accept(audio) + stream.flush()
+    ctc_forwards = sum(1 for _, _, want in models.calls if "ctc" in want)
+    full = Engine(ScriptedModels(num_speakers=2), cfg).new_stream()
+    full.accept(audio)
+    assert stream.dropped_samples > 0 and ctc_forwards < full.ctc_windows  # about half the caption compute
+    assert any(isinstance(e, CaptionFinal) for e in events)
+    assert "drop-caption-audio" in [e for e in events if isinstance(e, Stats)][-1].degraded
