@@ -243,3 +243,17 @@ def test_language_model_revises_caption_text(with_speakers):
     assert {"text", "words"} <= set(revs[0].changed)
     assert _final_text_after_revisions(events) == "HELLO WORLD THIS IS ALICE AND THE WEATHER IS FINE GOOD".split()
     assert lm.calls > 0
+
+
+def test_real_beam_decoder_plugs_in():
+    """models.lm.CTCBeamDecoder without an LM agrees with greedy decoding: no text revisions."""
+    lm_mod = pytest.importorskip("models.lm")
+    from engine.fakes import LIBRI_TOKENS
+
+    decoder = lm_mod.CTCBeamDecoder(list(LIBRI_TOKENS), 0, "|", lm=None)
+    engine = Engine(ScriptedModels(heads=frozenset({"ctc"})), EngineConfig(), lm=decoder)
+    events = _feed(engine, AUDIO, [4000])
+    assert _final_words(events) == TEXT
+    assert not [e for e in events if isinstance(e, CaptionRevision)]
+    with pytest.raises(TypeError, match="beam decoder"):
+        Engine(ScriptedModels(), lm=42)
