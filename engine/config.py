@@ -98,8 +98,11 @@ class SpeakerConfig:
     embed_min_samples: int = 16_000  # 1 s of single-speaker speech before a first x-vector
     embed_max_samples: int = 8 * SAMPLE_RATE  # x-vectors use at most the last 8 s of a run
     embed_growth: float = 3.0  # re-embed a run when its clean speech tripled (1 s, 3 s, 8 s)
-    new_cluster_threshold: float = 0.55  # cosine below this to every cluster: a new `unknown-N`
-    merge_threshold: float = 0.75  # two unknown clusters closer than this are merged
+    # cosine below this to every cluster: a new `unknown-N` (None: the calibrated verification
+    # threshold of the x-vector model, i.e. "would not verify as the same person")
+    new_cluster_threshold: float | None = None
+    # two unknown clusters at least this close are merged (None: verification threshold + 0.05)
+    merge_threshold: float | None = None
     centroid_momentum: float = 0.8  # weight of the old centroid on update
     cluster_audio_samples: int = 30 * SAMPLE_RATE  # audio kept per cluster for later enrollment
     activity_every_windows: int = 1  # emit SpeakerActivity for every settled window span
@@ -119,7 +122,7 @@ class SpeakerConfig:
             raise ValueError(f"embed_growth must be > 1, got {self.embed_growth}")
         for name in ("new_cluster_threshold", "merge_threshold", "centroid_momentum"):
             v = getattr(self, name)
-            if not -1.0 <= v <= 1.0:
+            if v is not None and not -1.0 <= v <= 1.0:
                 raise ValueError(f"{name} must lie in [-1, 1], got {v}")
 
 

@@ -187,6 +187,8 @@ class SpeakerClusters:
                  enrolled_threshold: float = 0.5, max_clusters: int = 64) -> None:
         self.cfg = cfg
         self.enrolled_threshold = enrolled_threshold
+        self.new_threshold = cfg.new_cluster_threshold if cfg.new_cluster_threshold is not None else enrolled_threshold
+        self.merge_threshold = cfg.merge_threshold if cfg.merge_threshold is not None else min(1.0, enrolled_threshold + 0.05)
         self.max_clusters = max_clusters
         self.clusters: list[Cluster] = []
         self._next_unknown = 1
@@ -212,7 +214,7 @@ class SpeakerClusters:
         best_score = enrolled[0][1] if enrolled else 0.0
         if enrolled and best_score >= self.enrolled_threshold:
             cluster = enrolled[0][0]
-        elif unknown and (unknown[0][1] >= self.cfg.new_cluster_threshold or len(self.clusters) >= self.max_clusters):
+        elif unknown and (unknown[0][1] >= self.new_threshold or len(self.clusters) >= self.max_clusters):
             cluster = unknown[0][0]
             m = self.cfg.centroid_momentum
             cluster.centroid = _unit(m * cluster.centroid + (1 - m) * e)
@@ -239,7 +241,7 @@ class SpeakerClusters:
             if other is cluster:
                 continue
             sim = float(other.centroid @ cluster.centroid)
-            limit = self.enrolled_threshold if other.enrolled else self.cfg.merge_threshold
+            limit = self.enrolled_threshold if other.enrolled else self.merge_threshold
             if sim >= limit:
                 # keep the enrolled one, else the older (lower number) one
                 older = self.clusters.index(other) < self.clusters.index(cluster)

@@ -131,7 +131,7 @@ def test_rename_unknown_after_enrolling_revises_captions():
 
 
 def test_clusters_incremental_seed_and_merge():
-    cfg = SpeakerConfig()
+    cfg = SpeakerConfig(new_cluster_threshold=0.55, merge_threshold=0.75)
     rng = np.random.default_rng(3)
     a, b, c = (v / np.linalg.norm(v) for v in rng.standard_normal((3, 32)))
     clusters = SpeakerClusters(cfg, enrolled={"carol": c}, enrolled_threshold=0.6)
@@ -158,6 +158,13 @@ def test_speaker_config_validation():
         SpeakerConfig(onset=0.3, offset=0.5)
     with pytest.raises(ValueError, match="embed_growth"):
         SpeakerConfig(embed_growth=1.0)
+    with pytest.raises(ValueError, match="merge_threshold"):
+        SpeakerConfig(merge_threshold=1.5)
+
+
+def test_cluster_thresholds_default_to_the_calibrated_one():
+    clusters = SpeakerClusters(SpeakerConfig(), enrolled_threshold=0.8)
+    assert clusters.new_threshold == 0.8 and abs(clusters.merge_threshold - 0.85) < 1e-9
 
 
 def test_voiceprint_service_seeds_new_streams():
