@@ -53,11 +53,13 @@ class TrainConfig:
     batch_utterances: int = 6
     max_utterance_s: float = 5.0
     activity_batch: int = 2
+    activity_every: int = 1  # conversation-window batch every this many steps
     activity_window_s: float = 5.0
     mix_prob: float = 0.3
     ctc_weight: float = 1.0
     activity_weight: float = 1.0
     xvector_weight: float = 0.3
+    am_margin: float = 0.2  # AM-softmax margin (transformers' default 0.4 is slow to start from scratch)
     grad_clip: float = 5.0
     checkpoint_minutes: float = 5.0
     val_every: int = 50
@@ -85,6 +87,7 @@ class Trainer:
         self.sampler = BatchSampler(corpus, cfg.seed, int(cfg.max_utterance_s * 16000), arch.speaker_slots)
         torch.manual_seed(cfg.seed)
         self.model = MultiTaskModel(arch, self.sampler.speakers)
+        self.model.sv.objective.margin = cfg.am_margin
         params = [p for p in {id(p): p for p in self.model.parameters()}.values() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
@@ -129,12 +132,15 @@ class Trainer:
         base = self.model.encode(utt.input_values, utt.attention_mask)
         ctc_out = self.model.ctc.forward_head(base, utt.attention_mask, utt.labels)
         sv_out = self.model.sv.forward_head(base, utt.attention_mask, utt.speakers)
-        act = self.sampler.conversations(cfg.activity_batch, int(cfg.activity_window_s * 16000))
-        base2 = self.model.encode(act.input_values, None)
-        sd_logits = self.model.sd.forward_head(base2).logits
-        n = min(sd_logits.shape[1], act.labels.shape[1])
-        sd_loss = pit_bce(sd_logits[:, :n], act.labels[:, :n])
-        loss = cfg.ctc_weight * ctc_out.loss + cfg.activity_weight * sd_loss + cfg.xvector_weight * sv_out.loss
+        loss = cfg.ctc_weight * ctc_out.loss + cfg.xvector_weight * sv_out.loss
+        sd_loss = torch.tensor(float("nan"))
+        if self.step % max(1, cfg.activity_every) == 0:
+            act = self.sampler.conversations(cfg.activity_batch, int(cfg.activity_window_s * 16000))
+            base2 = self.model.encode(act.input_values, None)
+            sd_logits = self.model.sd.forward_head(base2).logits
+            n = min(sd_logits.shape[1], act.labels.shape[1])
+            sd_loss = pit_bce(sd_logits[:, :n], act.labels[:, :n])
+            loss = loss + cfg.activity_weight * sd_loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], cfg.grad_clip)
@@ -165,6 +171,7 @@ class Trainer:
         budget_s = cfg.minutes * 60
         last_ckpt = time.monotonic()
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
         count = 0
         log(f"[train] {count_parameters(self.model) / 1e6:.2f} M parameters, {len(self.sampler.speakers)} "
             f"training speakers, budget {cfg.minutes:.1f} min, starting at step {self.step} "
@@ -176,19 +183,21 @@ class Trainer:
             self.step += 1
             count += 1
             for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v
+                if not math.isnan(v):
+                    sums[k] = sums.get(k, 0.0) + v
+                    counts[k] = counts.get(k, 0) + 1
             if self.step % cfg.val_every == 0 or self.elapsed_s >= budget_s:
                 t1 = time.monotonic()
                 cer = self.validate()
                 self.elapsed_s += time.monotonic() - t1
-                avg = {k: v / count for k, v in sums.items()}
+                avg = {k: v / counts[k] for k, v in sums.items()}
                 eta = (budget_s - self.elapsed_s) / 60
                 record = {"step": self.step, "minutes": round(self.elapsed_s / 60, 2), **{k: round(v, 5) for k, v in avg.items()},
                           "val_cer": round(cer, 4)}
                 self.history.append(record)
-                log(f"[train] step {self.step} {self.elapsed_s / 60:5.1f} min | ctc {avg['ctc']:.3f} sd {avg['sd']:.3f} "
+                log(f"[train] step {self.step} {self.elapsed_s / 60:5.1f} min | ctc {avg['ctc']:.3f} sd {avg.get('sd', math.nan):.3f} "
                     f"sv {avg['sv']:.3f} | lr {avg['lr']:.2e} | val CER {cer:.3f} | ETA {max(0.0, eta):.1f} min")
-                sums, count = {}, 0
+                sums, counts, count = {}, {}, 0
             if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
                 self.save()
                 last_ckpt = time.monotonic()
@@ -214,6 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     parser.add_argument("--smoke", action="store_true", help="tiny model, seconds of training (tests, CI)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a TrainConfig field (also on --resume), e.g. --set activity_every=3")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     arch = ArchConfig.tiny() if args.smoke else ArchConfig()
@@ -224,6 +235,13 @@ def main(argv: list[str] | None = None) -> None:
         cfg = TrainConfig(**state["train"])
     if args.minutes is not None:
         cfg = dataclasses.replace(cfg, minutes=args.minutes)
+    for item in args.set:
+        name, _, value = item.partition("=")
+        fields = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+        if name not in fields or not value:
+            parser.error(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        current = getattr(cfg, name)
+        cfg = dataclasses.replace(cfg, **{name: type(current)(value)})
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "run.json").write_text(json.dumps({"arch": asdict(arch), "train": asdict(cfg),
                                                    "corpus": str(args.corpus)}, indent=1))
