@@ -138,7 +138,8 @@ class FeatureEncoder(nn.Module):
     it does less work than Conv1d + GroupNorm + GELU over (B,C,T): the group norm of layer 0 is
     folded into that layer's weights (per item, from the 10x10 covariance of the input frames),
     later convs read their input frames through strided views instead of copies, and GELU runs in
-    place. With autograd (training) it runs the plain differentiable form of the same maths.
+    place. With autograd (training), or in other dtypes than float32 (strided bf16/fp16 matmuls are
+    slow on CPU), it runs the plain form of the same maths.
     """
 
     def __init__(self, config: UniSpeechSatConfig) -> None:
@@ -165,13 +166,13 @@ class FeatureEncoder(nn.Module):
         needs_grad = torch.is_grad_enabled() and (
             input_values.requires_grad or any(p.requires_grad for p in self.parameters())
         )
-        if needs_grad or not self._in_place_gelu or any(
+        if needs_grad or input_values.dtype != torch.float32 or not self._in_place_gelu or any(
             layer.conv.kernel_size[0] < layer.conv.stride[0] for layer in self.conv_layers
         ):
-            return self._forward_autograd(input_values)
+            return self._forward_plain(input_values)
         return self._forward_inference(input_values)
 
-    def _forward_autograd(self, input_values: torch.Tensor) -> torch.Tensor:
+    def _forward_plain(self, input_values: torch.Tensor) -> torch.Tensor:
         h = input_values[:, :, None]  # (B,N,1)
         for layer in self.conv_layers:
             conv = layer.conv
@@ -287,24 +288,27 @@ class PositionalConvEmbedding(nn.Module):
         self._cache_key: tuple | None = None
         self._cached_weight: torch.Tensor | None = None
 
-    def weight(self) -> torch.Tensor:
-        """The weight-normed conv weight (H, H/groups, K)."""
+    def weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """The weight-normed conv weight (H, H/groups, K), in `dtype` when cached."""
         if self.training or torch.is_grad_enabled():
             return self.conv.weight
         g = self.conv.parametrizations.weight.original0
         v = self.conv.parametrizations.weight.original1
-        key = _params_key(g, v)
+        key = (*_params_key(g, v), dtype)
         if key != self._cache_key:
-            self._cached_weight = torch._weight_norm(v, g, 2).detach()
+            self._cached_weight = torch._weight_norm(v.to(dtype), g.to(dtype), 2).detach()
             self._cache_key = key
         return self._cached_weight
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         x = h.transpose(1, 2)  # (B,H,T)
-        x = F.conv1d(x, self.weight(), self.conv.bias, padding=self.conv.padding, groups=self.conv.groups)
+        # CPU has no fast low-precision grouped conv: run it in float32 and cast back.
+        dtype = torch.float32 if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16) else x.dtype
+        bias = self.conv.bias.to(dtype) if self.conv.bias is not None else None
+        x = F.conv1d(x.to(dtype), self.weight(dtype), bias, padding=self.conv.padding, groups=self.conv.groups)
         if self.remove_last:
             x = x[:, :, : -self.remove_last]
-        return self.act(x).transpose(1, 2)
+        return self.act(x).to(h.dtype).transpose(1, 2)
 
 
 class Attention(nn.Module):
