@@ -152,8 +152,17 @@ def test_smoke_training_resume_and_export(tiny_corpus, tmp_path):
         assert torch.equal(v, resumed.model.state_dict()[k])
     assert 0.0 <= resumed.validate()
 
+    from training.finetune_sv import finetune
+
+    model = load_checkpoint(run / "checkpoint.pt")
+    encoder = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    tdnn = model.sv.tdnn[0].kernel.weight.clone()
+    finetune(model, Corpus(tiny_corpus), resumed.sampler.speakers, per_speaker=1, steps=3, batch=4, log=lambda s: None)
+    assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in encoder.items())
+    assert not torch.equal(tdnn, model.sv.tdnn[0].kernel.weight)
+
     out = tmp_path / "embedded"
-    sizes = export(load_checkpoint(run / "checkpoint.pt"), out)
+    sizes = export(model, out)
     assert set(sizes) == {"ctc", "sd", "sv"}
     from safetensors.torch import load_file
 
