@@ -213,3 +213,20 @@ def test_inference_and_autograd_paths_agree_and_frozen_encoder_gets_no_gradient(
     assert all(p.grad is None for p in model.unispeech_sat.feature_extractor.parameters())
     assert model.lm_head.weight.grad is not None
     assert model.unispeech_sat.encoder.layers[0].attention.q_proj.weight.grad is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["base", "large"])
+def test_full_size_configs_match(tmp_path, variant):
+    """Base-size conv front end and encoder (12 layers; the large variant with base widths to keep
+    memory small), padded batch with mask; run with `pytest -m slow`."""
+    overrides = {} if variant == "base" else dict(feat_extract_norm="layer", do_stable_layer_norm=True)
+    config = transformers.UniSpeechSatConfig(**overrides)
+    torch.manual_seed(0)
+    ref = transformers.UniSpeechSatModel(config).eval()
+    ref.save_pretrained(tmp_path)
+    ours = models.UniSpeechSatModel.from_pretrained(tmp_path)
+    x, mask = _inputs(batch=2, samples=32000)
+    with torch.no_grad():
+        _close(ours(x, mask).last_hidden_state, ref(x, attention_mask=mask).last_hidden_state, variant)
+        _close(ours(x[:1]).last_hidden_state, ref(x[:1]).last_hidden_state, variant + " unpadded")
