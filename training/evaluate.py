@@ -296,11 +296,48 @@ def evaluate_der(model_dir: Path, conv_dir: Path, sv_threshold: float) -> dict:
             "scorer": "training.scoring.diarization_error (md-eval rules, own implementation)"}
 
 
+def markdown_report(results: dict, command: str) -> str:
+    """The evaluation report (models/embedded/EVALUATION.md) as a Markdown table."""
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.1f} %"
+
+    lines = ["# Evaluation of the embedded model", "",
+             f"Measured with `{command}` on the held-out synthetic test split (voices and sentences",
+             "never seen in training) and the everyday sentences written for the test set.", "",
+             "| measure | set | offline | streaming (engine defaults) |", "|---|---|---|---|"]
+    stream = results.get("streaming", {})
+    for name, r in results["asr_offline"].items():
+        s = stream.get(name, {})
+        lines.append(f"| CER greedy | {name} ({r['utterances']} utt.) | {pct(r['cer_greedy'])} | {pct(s.get('cer_greedy'))} |")
+        lines.append(f"| WER greedy | {name} | {pct(r['wer_greedy'])} | {pct(s.get('wer_greedy'))} |")
+        lines.append(f"| CER with LM | {name} | {pct(r.get('cer_lm'))} | {pct(s.get('cer_lm'))} |")
+        lines.append(f"| WER with LM | {name} | {pct(r.get('wer_lm'))} | {pct(s.get('wer_lm'))} |")
+    der = results.get("der_offline", {})
+    sder = stream.get("der", {})
+    lines.append(f"| DER (0.25 s collar, overlap scored) | {der.get('files')} test conversations | "
+                 f"{pct(der.get('der'))} | {pct(sder.get('der'))} |")
+    sv = results.get("sv_service", {})
+    lines.append(f"| EER (app verification path) | {sv.get('target_trials')} target / {sv.get('impostor_trials')} "
+                 f"impostor trials | {pct(sv.get('eer'))} | same |")
+    off = results.get("sv_offline", {})
+    lines.append(f"| EER (3-clip enrolment, cosine) | {off.get('speakers')} held-out speakers | {pct(off.get('eer'))} | |")
+    lines += ["", "DER components offline: " + ", ".join(f"{k} {pct(der.get(k))}" for k in ("miss", "false_alarm", "confusion")),
+              "" if not sder else "DER components streaming: " + ", ".join(
+                  f"{k} {pct(sder.get(k))}" for k in ("miss", "false_alarm", "confusion")),
+              "", "Scorers: `training/scoring.py` (own implementation; DER follows md-eval rules on a 1 ms grid).",
+              "Examples (reference / greedy / with LM):", ""]
+    for name, r in results["asr_offline"].items():
+        for ex in r["examples"]:
+            lines.append(f"* `{ex['ref']}` / `{ex['greedy']}` / `{ex.get('lm', '')}`")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("models/embedded"))
     parser.add_argument("--corpus", type=Path, default=Path("/work/runs/corpus"))
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--report", type=Path, help="write a Markdown report here")
     parser.add_argument("--streaming", action="store_true", help="also run the streaming engine")
     parser.add_argument("--calibrate", action="store_true",
                         help="first write SV/verification.json from the validation speakers (engine.calibration)")
@@ -343,6 +380,9 @@ def main(argv: list[str] | None = None) -> None:
     results["seconds"] = round(time.monotonic() - t0, 1)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    if args.report:
+        command = "python -m training.evaluate " + " ".join(argv if argv is not None else sys.argv[1:])
+        args.report.write_text(markdown_report(results, command), encoding="utf-8")
 
 
 if __name__ == "__main__":
