@@ -140,7 +140,7 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 # -- workers (each in its own process) ----------------------------------------------------------
 
 
-def worker_engine(ckpts: dict[str, str], audio_path: str, dtype: str, sched_streams: int) -> dict:
+def worker_engine(ckpts: dict[str, str], audio_path: str, dtype: str) -> dict:
     import soundfile as sf
 
     from engine import Engine, EngineConfig
@@ -178,6 +178,19 @@ def worker_engine(ckpts: dict[str, str], audio_path: str, dtype: str, sched_stre
         "windows": stream.windows, "caption_finals": finals, "embed_calls": _embed_calls(stream),
         "shared_encoder": engine.models.shared,
     }
+    return result
+
+
+def worker_sched(ckpts: dict[str, str], audio_path: str, dtype: str, sched_streams: int) -> dict:
+    """Several streams through the batching scheduler: compute per stream-second of audio."""
+    import soundfile as sf
+
+    from engine import Engine, EngineConfig
+
+    engine = Engine.from_checkpoints(asr=ckpts["ctc"], diar=ckpts["sd"], sv=ckpts["sv"], device="cpu", dtype=dtype,
+                                     config=EngineConfig())
+    audio, _ = sf.read(audio_path, dtype="float32")
+    result = {}
     if sched_streams > 1:
         n_s = min(len(audio), 20 * SR)
         sched = engine.scheduler()
@@ -264,7 +277,7 @@ def main() -> int:
     ap.add_argument("--force-bf16", action="store_true", help="run bf16 even where the CPU emulates it")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in the workers (0: torch's default)")
     ap.add_argument("--json", help="also write the results here")
-    ap.add_argument("--worker", choices=["engine", "naive"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["engine", "naive", "sched"], help=argparse.SUPPRESS)
     ap.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
     ap.add_argument("--audio", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -276,7 +289,9 @@ def main() -> int:
             torch.set_num_threads(a.threads)
         ckpts = {k: str(root / k) for k in ("ctc", "sd", "sv")}
         if a.worker == "engine":
-            out = worker_engine(ckpts, a.audio, a.dtype, a.sched_streams)
+            out = worker_engine(ckpts, a.audio, a.dtype)
+        elif a.worker == "sched":
+            out = worker_sched(ckpts, a.audio, a.dtype, a.sched_streams)
         else:
             out = worker_naive(ckpts, a.audio)
         print(json.dumps(out))
@@ -299,8 +314,11 @@ def main() -> int:
         dtypes.remove("bf16")
     for dtype in dtypes:
         results[f"engine-{dtype}"] = run_worker(["--worker", "engine", "--dtype", dtype, "--audio", str(audio),
-                                                 "--ckpt-dir", str(root), "--sched-streams", str(a.sched_streams),
-                                                 "--threads", str(a.threads)])
+                                                 "--ckpt-dir", str(root), "--threads", str(a.threads)])
+        if a.sched_streams > 1:
+            sched = run_worker(["--worker", "sched", "--dtype", dtype, "--audio", str(audio), "--ckpt-dir", str(root),
+                                "--sched-streams", str(a.sched_streams), "--threads", str(a.threads)])
+            results[f"engine-{dtype}"]["scheduler"] = sched["scheduler"]
         print(f"engine {dtype}: {json.dumps(results[f'engine-{dtype}'])}", flush=True)
     if not a.skip_naive:
         results["naive-fp32"] = run_worker(["--worker", "naive", "--audio", str(audio), "--ckpt-dir", str(root),
@@ -314,7 +332,7 @@ def main() -> int:
         wl = r.get("word_latency_s", {})
         fl = r["frame_latency_s"]
         per = r.get("scheduler", {}).get("compute_rtf_per_stream", r["compute_rtf"])
-        streams = int(1.0 / per) if per else 0
+        streams = round(1.0 / per, 1) if per else 0
         r["streams_per_machine"] = streams
         print(f"| {name} | {rtf:.3f} | {r['compute_rtf']:.3f} | {r['load_s']} | {wl.get('p50')}/{wl.get('p95')} | "
               f"{fl['p50']}/{fl['p95']} | {streams} |")
