@@ -131,6 +131,7 @@ class Stream:
         self._load: dict[str, float] = {}
         self._rtf: float | None = None
         self._lm_words: list[Word] = []  # LM-committed words not yet given to a caption
+        self._held_events: list[Event] = []  # made while dropping windows, sent with the next one
         if self.lm is not None and hasattr(self.lm, "reset"):
             self.lm.reset()
 
@@ -315,8 +316,8 @@ class Stream:
             return
         self._decoder.commit(lo, self._blank_log_probs(hi - lo))
         self.dropped_samples += (hi - lo) * FRAME_SAMPLES
-        if self.lm is not None:
-            self._lm_updates(self.lm.accept(self._blank_log_probs(hi - lo)))
+        if self.lm is not None:  # revisions it causes go out with the next delivered window
+            self._held_events += self._lm_updates(self.lm.accept(self._blank_log_probs(hi - lo)))
 
     def _blank_log_probs(self, n: int) -> np.ndarray:
         lp = np.full((n, len(self.models.vocab.tokens)), -30.0, dtype=np.float32)
@@ -378,6 +379,7 @@ class Stream:
         if _SKIP in req.want:
             self._drop_caption_window(req)
             self._update_level()
+            events, self._held_events = self._held_events, []
             return events
         self.windows += 1
         first_frame = req.start_sample // FRAME_SAMPLES
@@ -388,6 +390,8 @@ class Stream:
         elif events and self._captions:
             events += self._revise()
         self._update_level()
+        if self._held_events:
+            events, self._held_events = self._held_events + events, []
         return events
 
     def _deliver_diar(self, req: WindowRequest, probs: np.ndarray, first_frame: int) -> list[Event]:
@@ -407,7 +411,7 @@ class Stream:
             self._decoder.commit(lo, self._blank_log_probs(first_frame - lo))
             self.dropped_samples += (first_frame - lo) * FRAME_SAMPLES
             if self.lm is not None:
-                self._lm_updates(self.lm.accept(self._blank_log_probs(first_frame - lo)))
+                self._held_events += self._lm_updates(self.lm.accept(self._blank_log_probs(first_frame - lo)))
             lo = first_frame
         committed = log_probs[lo - first_frame : hi - first_frame]
         words = self._decoder.commit(lo, committed) if hi > lo else []
@@ -499,6 +503,7 @@ class Stream:
             if self._captions:
                 events += self._revise()
         events.append(self._stats())
+        events, self._held_events = self._held_events + events, []
         return events
 
     def _stats(self) -> Stats:
