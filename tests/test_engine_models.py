@@ -136,3 +136,23 @@ def test_bf16_and_bad_arguments(ckpts):
         TorchModels.load()
     with pytest.raises(ValueError, match="not loaded"):
         tm.run_windows(_audio(1.0)[None], frozenset({"diar"}))
+
+
+def test_scheduler_batches_real_windows_like_single_streams(ckpts):
+    engine = Engine.from_checkpoints(asr=str(ckpts["ctc"]), diar=str(ckpts["frame"]), device="cpu")
+    audios = [_audio(4.1, 10 + i) for i in range(3)]
+    sched = engine.scheduler(max_batch=8)
+    streams = [sched.add_stream() for _ in audios]
+    for s, a in zip(streams, audios):
+        sched.submit(s.stream_id, a)
+    got = sched.run_until_idle()
+    assert sched.stats.forwards < sched.stats.windows  # windows of the three streams shared forwards
+    for s, a in zip(streams, audios):
+        batched = got.get(s.stream_id, []) + sched.flush(s.stream_id)
+        alone = engine.new_stream()
+        single = alone.accept(a) + alone.flush()
+
+        def finals(ev):
+            return [(e.text, e.start_frame, e.end_frame) for e in ev if isinstance(e, CaptionFinal)]
+
+        assert finals(batched) == finals(single)
