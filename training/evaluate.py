@@ -133,13 +133,19 @@ def evaluate_sv(model_dir: Path, corpus: Corpus, split: str = "test") -> dict:
 
 
 def write_trials(corpus: Corpus, split: str, out: Path) -> Path:
-    """Write `split`'s utterances as `SPEAKER__CLIP.wav` files (engine.calibration's trial folder)."""
+    """Write `split`'s utterances as `SPEAKER__CLIP.wav` files (engine.calibration's trial folder),
+    leaving out clips with under 0.5 s of detected speech (the embedder refuses those)."""
     import soundfile as sf
+
+    from engine.speech_detect import speech_mask, speech_only
 
     out.mkdir(parents=True, exist_ok=True)
     for spk, idx in sorted(corpus.by_speaker(split).items()):
         for k, i in enumerate(idx):
-            sf.write(out / f"{spk}__{k:02d}.wav", corpus.audio(split, i), SAMPLE_RATE, subtype="PCM_16")
+            audio = corpus.audio(split, i)
+            if speech_only(audio, speech_mask(audio, None)).size < 8000:
+                continue
+            sf.write(out / f"{spk}__{k:02d}.wav", audio, SAMPLE_RATE, subtype="PCM_16")
     return out
 
 
@@ -149,13 +155,25 @@ def evaluate_sv_service(model_dir: Path, corpus: Corpus, split: str = "test") ->
     from engine.calibration import score_trials
     from engine.voiceprints import XVectorEmbedder
 
+    from engine.speech_detect import speech_mask, speech_only
+
     embedder = XVectorEmbedder(model_dir / "sv")
-    clips = {spk: [corpus.audio(split, i) for i in idx] for spk, idx in sorted(corpus.by_speaker(split).items())}
+    clips: dict[str, list[np.ndarray]] = {}
+    dropped = 0
+    for spk, idx in sorted(corpus.by_speaker(split).items()):
+        for i in idx:
+            audio = corpus.audio(split, i)
+            # score_trials embeds the detected speech only; the embedder refuses < 0.5 s of it
+            if speech_only(audio, speech_mask(audio, None)).size >= 8000:
+                clips.setdefault(spk, []).append(audio)
+            else:
+                dropped += 1
     scores = score_trials(embedder, clips)
     eer, threshold = equal_error_rate(scores.target, scores.impostor)
     calibrated = getattr(embedder, "threshold", None)
     out = {"eer": eer, "eer_threshold": threshold, "target_trials": len(scores.target),
-           "impostor_trials": len(scores.impostor), "shipped_threshold": calibrated}
+           "impostor_trials": len(scores.impostor), "shipped_threshold": calibrated,
+           "clips_with_under_0.5s_speech_left_out": dropped}
     if calibrated is not None:
         tgt, imp = np.asarray(scores.target), np.asarray(scores.impostor)
         out.update(frr_at_shipped=float((tgt < calibrated).mean()), far_at_shipped=float((imp >= calibrated).mean()))
@@ -366,7 +384,8 @@ def main(argv: list[str] | None = None) -> None:
         from engine.calibration import main as calibrate
 
         trials = write_trials(corpus, "val", args.trials_dir / "val")
-        calibrate(["--sv-model", str(args.model / "sv"), "--trials", str(trials)])
+        if calibrate(["--sv-model", str(args.model / "sv"), "--trials", str(trials)]) != 0:
+            raise SystemExit("calibration failed (see above)")
     results["sv_service"] = evaluate_sv_service(args.model, corpus)
     print(json.dumps(results["sv_service"], indent=1), flush=True)
     results["der_offline"] = evaluate_der(args.model, args.corpus / "conversations",
