@@ -140,7 +140,7 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 # -- workers (each in its own process) ----------------------------------------------------------
 
 
-def worker_engine(ckpts: dict[str, str], audio_path: str, dtype: str) -> dict:
+def worker_engine(ckpts: dict[str, str], audio_path: str, dtype: str, degrade: bool = False) -> dict:
     import soundfile as sf
 
     from engine import Engine, EngineConfig
@@ -153,10 +153,12 @@ def worker_engine(ckpts: dict[str, str], audio_path: str, dtype: str) -> dict:
     audio, _ = sf.read(audio_path, dtype="float32")
     stream = engine.new_stream()
     clock, compute, word_lat, frame_lat, finals = 0.0, 0.0, [], [], 0
-    committed = 0
+    committed, max_level = 0, 0
     for k in range(0, len(audio), BLOCK):
         block = audio[k : k + BLOCK]
         arrival = (k + len(block)) / SR
+        if degrade:  # as the app does: tell the stream how far behind real time it is
+            stream.report_load(backlog_samples=int(max(0.0, clock - arrival) * SR))
         t0 = time.perf_counter()
         events = stream.accept(block)
         dt = time.perf_counter() - t0
@@ -166,6 +168,7 @@ def worker_engine(ckpts: dict[str, str], audio_path: str, dtype: str) -> dict:
             if isinstance(e, CaptionFinal):
                 finals += 1
                 word_lat += [clock - (w.end_frame * 320 + 80) / SR for w in e.words]
+        max_level = max(max_level, stream.level)
         now = stream._decoder.next_frame
         frame_lat += [clock - ((f + 1) * 320 + 80) / SR for f in range(committed, now)]
         committed = now
@@ -176,7 +179,8 @@ def worker_engine(ckpts: dict[str, str], audio_path: str, dtype: str) -> dict:
         "load_s": round(load_s, 2), "compute_s": round(compute, 2), "compute_rtf": round(compute / (len(audio) / SR), 3),
         "word_latency_s": percentiles(word_lat), "frame_latency_s": percentiles(frame_lat),
         "windows": stream.windows, "caption_finals": finals, "embed_calls": _embed_calls(stream),
-        "shared_encoder": engine.models.shared,
+        "shared_encoder": engine.models.shared, "dropped_s": round(stream.dropped_samples / SR, 2),
+        "max_degrade_level": max_level,
     }
     return result
 
@@ -274,6 +278,7 @@ def main() -> int:
     ap.add_argument("--ckpt-dir", default=os.path.join(tempfile.gettempdir(), "engine_bench_ckpts"))
     ap.add_argument("--sched-streams", type=int, default=4, help="streams for the batched scheduler run (0: skip)")
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--degrade", action="store_true", help="also run the engine reporting its lag (degrade policy on)")
     ap.add_argument("--force-bf16", action="store_true", help="run bf16 even where the CPU emulates it")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in the workers (0: torch's default)")
     ap.add_argument("--json", help="also write the results here")
@@ -289,7 +294,7 @@ def main() -> int:
             torch.set_num_threads(a.threads)
         ckpts = {k: str(root / k) for k in ("ctc", "sd", "sv")}
         if a.worker == "engine":
-            out = worker_engine(ckpts, a.audio, a.dtype)
+            out = worker_engine(ckpts, a.audio, a.dtype, a.degrade)
         elif a.worker == "sched":
             out = worker_sched(ckpts, a.audio, a.dtype, a.sched_streams)
         else:
@@ -315,6 +320,11 @@ def main() -> int:
     for dtype in dtypes:
         results[f"engine-{dtype}"] = run_worker(["--worker", "engine", "--dtype", dtype, "--audio", str(audio),
                                                  "--ckpt-dir", str(root), "--threads", str(a.threads)])
+        if a.degrade:
+            results[f"engine-{dtype}-degrade"] = run_worker([
+                "--worker", "engine", "--dtype", dtype, "--audio", str(audio), "--ckpt-dir", str(root),
+                "--threads", str(a.threads), "--degrade"])
+            print(f"engine {dtype} degrade: {json.dumps(results[f'engine-{dtype}-degrade'])}", flush=True)
         if a.sched_streams > 1:
             sched = run_worker(["--worker", "sched", "--dtype", dtype, "--audio", str(audio), "--ckpt-dir", str(root),
                                 "--sched-streams", str(a.sched_streams), "--threads", str(a.threads)])
@@ -324,8 +334,9 @@ def main() -> int:
         results["naive-fp32"] = run_worker(["--worker", "naive", "--audio", str(audio), "--ckpt-dir", str(root),
                                             "--threads", str(a.threads)])
         print(f"naive fp32: {json.dumps(results['naive-fp32'])}", flush=True)
-    print("\n| run | process RTF | compute RTF | load s | word latency p50/p95 s | frame latency p50/p95 s | streams/machine* |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| run | process RTF | compute RTF | load s | word latency p50/p95 s | frame latency p50/p95 s | dropped s (level) "
+          "| streams/machine* |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():
         rtf = r["process_wall_s"] / a.seconds
         r["process_rtf"] = round(rtf, 3)
@@ -335,7 +346,7 @@ def main() -> int:
         streams = round(1.0 / per, 1) if per else 0
         r["streams_per_machine"] = streams
         print(f"| {name} | {rtf:.3f} | {r['compute_rtf']:.3f} | {r['load_s']} | {wl.get('p50')}/{wl.get('p95')} | "
-              f"{fl['p50']}/{fl['p95']} | {streams} |")
+              f"{fl['p50']}/{fl['p95']} | {r.get('dropped_s', 0)} ({r.get('max_degrade_level', '-')}) | {streams} |")
     if "naive-fp32" in results:
         for name, r in results.items():
             if name != "naive-fp32":
