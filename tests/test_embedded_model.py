@@ -48,8 +48,7 @@ def test_shipped_folders_fit_budget_and_share_the_encoder():
         assert all(torch.equal(tensors[h][k], v) for k, v in encoder.items())
         assert (EMBEDDED / h / "preprocessor_config.json").read_bytes() == \
             (EMBEDDED / "ctc" / "preprocessor_config.json").read_bytes()
-    assert json.loads((EMBEDDED / "sd" / "config.json").read_text())["num_labels"] >= 3 or \
-        len(json.loads((EMBEDDED / "sd" / "config.json").read_text())["id2label"]) >= 3
+    assert len(json.loads((EMBEDDED / "sd" / "config.json").read_text())["id2label"]) >= 3
 
 
 @needs_tts
@@ -93,7 +92,6 @@ def test_shipped_xvector_tells_held_out_speakers_apart():
     enrolled = embed(VOICE_A, EVERYDAY_SENTENCES[10:13])
     same = float(enrolled @ embed(VOICE_A, EVERYDAY_SENTENCES[20:22]))
     different = float(enrolled @ embed(VOICE_B, EVERYDAY_SENTENCES[20:22]))
-    threshold = json.loads((EMBEDDED / "sv" / "verification.json").read_text())["threshold"] \
-        if (EMBEDDED / "sv" / "verification.json").is_file() else (same + different) / 2
-    assert same > different + 0.1, (same, different)
+    # the shipped threshold (measured on validation speakers by engine.calibration) must separate them
+    threshold = json.loads((EMBEDDED / "sv" / "verification.json").read_text())["threshold"]
     assert same >= threshold > different, (same, threshold, different)
