@@ -20,38 +20,38 @@ SPECIAL_TOKENS_NAME = "special_tokens_map.json"
 FRAME_S = 0.02  # one output frame = 320 samples at 16 kHz
 
 
+class _FrameSeconds:
+    """Seconds of a span's integer frames, for display and wire formats."""
+
+    __slots__ = ()
+    start_frame: int
+    end_frame: int
+
+    @property
+    def start_s(self) -> float:
+        return self.start_frame * FRAME_S
+
+    @property
+    def end_s(self) -> float:
+        return self.end_frame * FRAME_S
+
+
 @dataclass(frozen=True, slots=True)
-class CharSpan:
+class CharSpan(_FrameSeconds):
     """One decoded character and its frames [start_frame, end_frame)."""
 
     char: str
     start_frame: int
     end_frame: int
 
-    @property
-    def start_s(self) -> float:
-        return self.start_frame * FRAME_S
-
-    @property
-    def end_s(self) -> float:
-        return self.end_frame * FRAME_S
-
 
 @dataclass(frozen=True, slots=True)
-class WordSpan:
+class WordSpan(_FrameSeconds):
     """One decoded word and its frames [start_frame, end_frame)."""
 
     word: str
     start_frame: int
     end_frame: int
-
-    @property
-    def start_s(self) -> float:
-        return self.start_frame * FRAME_S
-
-    @property
-    def end_s(self) -> float:
-        return self.end_frame * FRAME_S
 
 
 @dataclass(frozen=True, slots=True)
