@@ -72,7 +72,7 @@ class BatchSampler:
         self.speaker_index = {s: i for i, s in enumerate(self.speakers)}
         self.by_speaker = corpus.by_speaker(split)
 
-    def utterances(self, batch_size: int, mix_prob: float) -> UtteranceBatch:
+    def utterances(self, batch_size: int, mix_prob: float, strength: float = 1.0) -> UtteranceBatch:
         """`batch_size` utterances of similar length (little padding), augmented; with probability
         `mix_prob` a piece of another speaker's utterance is mixed in (target stays the first)."""
         n = len(self.by_length)
@@ -86,7 +86,7 @@ class BatchSampler:
                 j = self.by_length[int(self.rng.integers(n))]
                 if rows[j]["speaker"] != rows[i]["speaker"]:
                     audio = mix_utterance(self.rng, audio, self.corpus.audio(self.split, j))
-            audios.append(augment(self.rng, audio))
+            audios.append(augment(self.rng, audio, strength))
             labels.append(encode_transcript(rows[i]["text"]))
             speakers.append(self.speaker_index[rows[i]["speaker"]])
             texts.append(rows[i]["text"])
@@ -96,7 +96,25 @@ class BatchSampler:
             lab[k, :len(l)] = torch.tensor(l)
         return UtteranceBatch(x, m, lab, torch.tensor(speakers), tuple(texts))
 
-    def conversations(self, batch_size: int, window_samples: int) -> ActivityBatch:
+    def speaker_crops(self, n_speakers: int, clips: int, crop_samples: int, strength: float = 1.0
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`clips` equal-length crops from different utterances of each of `n_speakers` speakers,
+        grouped by speaker: (input_values (n_speakers*clips, crop_samples), speaker index)."""
+        rows = self.corpus.rows[self.split]
+        names = [n for n in self.speakers if len(self.by_speaker[n]) >= clips]
+        audios, speakers = [], []
+        for k in self.rng.choice(len(names), size=min(n_speakers, len(names)), replace=False):
+            name = names[int(k)]
+            for i in self.rng.choice(self.by_speaker[name], size=clips, replace=False):
+                audio = self.corpus.audio(self.split, int(i))
+                if len(audio) < crop_samples:
+                    audio = np.tile(audio, crop_samples // max(1, len(audio)) + 1)
+                s = int(self.rng.integers(0, len(audio) - crop_samples + 1))
+                audios.append(augment(self.rng, audio[s:s + crop_samples], strength))
+                speakers.append(self.speaker_index[rows[int(i)]["speaker"]])
+        return torch.from_numpy(np.stack(audios)), torch.tensor(speakers)
+
+    def conversations(self, batch_size: int, window_samples: int, strength: float = 1.0) -> ActivityBatch:
         """Conversation windows of 1..slots speakers with turns, pauses and overlaps."""
         audios, labels = [], []
         n_frames = frame_count(window_samples)
@@ -118,7 +136,7 @@ class BatchSampler:
             cols = frame_labels(mix.segments, present, n_frames)
             for c, name in enumerate(present):
                 lab[:, order.index(name)] = cols[:, c]
-            audios.append(augment(self.rng, mix.audio))
+            audios.append(augment(self.rng, mix.audio, strength))
             labels.append(lab)
         x, _ = pad_batch(audios)
         return ActivityBatch(x, torch.from_numpy(np.stack(labels)))

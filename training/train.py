@@ -3,8 +3,11 @@
     python -m training.train --out /work/runs/NAME [--corpus /work/runs/corpus] [--minutes 70]
                              [--resume] [--smoke]
 
-Each step runs the shared encoder twice: on a batch of utterances (CTC loss + AM-softmax x-vector
-loss) and on a batch of conversation windows (permutation-invariant BCE over speaker slots). The
+Each step runs the shared encoder on a batch of utterances (CTC loss + AM-softmax x-vector loss)
+and, on alternate steps, on a batch of conversation windows (permutation-invariant BCE over speaker
+slots) or on a batch of equal-length crops, several per speaker (AM-softmax + angular prototypical
+loss, which learns from the first step where 740-way AM-softmax alone sees each class too rarely).
+`--init` starts from another run's weights with a fresh optimiser and schedule. The
 learning rate follows linear warm-up then cosine decay over the run's *training time* budget
 (`--minutes`), so a run ends on schedule however busy the shared CPU is. A checkpoint
 (`checkpoint.pt`: weights, optimiser, sampler state, elapsed time) is written every few minutes
@@ -53,12 +56,18 @@ class TrainConfig:
     batch_utterances: int = 6
     max_utterance_s: float = 5.0
     activity_batch: int = 2
-    activity_every: int = 1  # conversation-window batch every this many steps
+    activity_every: int = 2  # conversation-window batch every this many steps
     activity_window_s: float = 5.0
-    mix_prob: float = 0.3
+    mix_prob: float = 0.15
+    aug_strength: float = 0.4  # test speech is clean; strength 1 (SNR down to 5 dB) slowed CTC badly
     ctc_weight: float = 1.0
     activity_weight: float = 1.0
-    xvector_weight: float = 0.3
+    xvector_weight: float = 0.1
+    crops_every: int = 2  # speaker-crop batch on steps where step % crops_every == 1 (0: never)
+    crop_speakers: int = 6
+    crop_clips: int = 2
+    crop_s: float = 2.0
+    crops_weight: float = 0.5
     am_margin: float = 0.2  # AM-softmax margin (transformers' default 0.4 is slow to start from scratch)
     grad_clip: float = 5.0
     checkpoint_minutes: float = 5.0
@@ -68,7 +77,8 @@ class TrainConfig:
     @classmethod
     def smoke(cls) -> "TrainConfig":
         return cls(minutes=0.5, warmup_steps=2, batch_utterances=2, activity_batch=1, activity_window_s=2.0,
-                   max_utterance_s=8.0, checkpoint_minutes=100.0, val_every=2)
+                   max_utterance_s=8.0, checkpoint_minutes=100.0, val_every=2, crop_speakers=2, crop_s=1.0,
+                   activity_every=1, crops_every=1)
 
 
 def learning_rate(cfg: TrainConfig, step: int, elapsed_s: float) -> float:
@@ -88,15 +98,32 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = MultiTaskModel(arch, self.sampler.speakers)
         self.model.sv.objective.margin = cfg.am_margin
+        self.unit_norm_classes()
+        self.ap_scale = torch.nn.Parameter(torch.tensor([10.0, -5.0]))  # angular prototypical w, b
         params = [p for p in {id(p): p for p in self.model.parameters()}.values() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
+        no_decay = [p for p in params if p.dim() < 2] + [self.ap_scale]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                       {"params": no_decay, "weight_decay": 0.0}], lr=cfg.peak_lr, betas=(0.9, 0.98))
         self.step = 0
         self.elapsed_s = 0.0
         self.history: list[dict] = []
         self.val_idx = self._val_indices()
+
+    def unit_norm_classes(self) -> None:
+        """Scale the AM-softmax class weights to unit norm (cosines unchanged). transformers' `randn`
+        init has norm ~sqrt(D), where Adam's per-element steps barely turn a vector."""
+        with torch.no_grad():
+            w = self.model.sv.objective.weight
+            w.copy_(torch.nn.functional.normalize(w, dim=0))
+
+    def init_from(self, checkpoint: Path) -> None:
+        """Start from another run's model weights (same architecture and corpus)."""
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if state["speakers"] != self.sampler.speakers:
+            raise ValueError(f"{checkpoint} was trained on a different corpus (speaker lists differ)")
+        self.model.load_state_dict(state["model"])
+        self.unit_norm_classes()
 
     def _val_indices(self) -> list[int]:
         rows = self.corpus.rows["val"]
@@ -108,7 +135,7 @@ class Trainer:
     def save(self) -> None:
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
                  "elapsed_s": self.elapsed_s, "arch": asdict(self.arch), "train": asdict(self.cfg),
-                 "speakers": self.sampler.speakers, "history": self.history,
+                 "speakers": self.sampler.speakers, "history": self.history, "ap_scale": self.ap_scale.detach(),
                  "rng": pickle.dumps(self.sampler.rng.bit_generator.state), "torch_rng": torch.get_rng_state()}
         tmp = self.out / "checkpoint.pt.tmp"
         torch.save(state, tmp)
@@ -119,6 +146,9 @@ class Trainer:
         if state["speakers"] != self.sampler.speakers:
             raise ValueError("checkpoint was trained on a different corpus (speaker lists differ)")
         self.model.load_state_dict(state["model"])
+        if "ap_scale" in state:
+            with torch.no_grad():
+                self.ap_scale.copy_(state["ap_scale"])
         self.opt.load_state_dict(state["opt"])
         self.step, self.elapsed_s, self.history = state["step"], state["elapsed_s"], state["history"]
         self.sampler.rng.bit_generator.state = pickle.loads(state["rng"])
@@ -128,19 +158,29 @@ class Trainer:
     def train_step(self) -> dict[str, float]:
         cfg = self.cfg
         self.model.train()
-        utt = self.sampler.utterances(cfg.batch_utterances, cfg.mix_prob)
+        utt = self.sampler.utterances(cfg.batch_utterances, cfg.mix_prob, cfg.aug_strength)
         base = self.model.encode(utt.input_values, utt.attention_mask)
         ctc_out = self.model.ctc.forward_head(base, utt.attention_mask, utt.labels)
         sv_out = self.model.sv.forward_head(base, utt.attention_mask, utt.speakers)
         loss = cfg.ctc_weight * ctc_out.loss + cfg.xvector_weight * sv_out.loss
         sd_loss = torch.tensor(float("nan"))
         if self.step % max(1, cfg.activity_every) == 0:
-            act = self.sampler.conversations(cfg.activity_batch, int(cfg.activity_window_s * 16000))
+            act = self.sampler.conversations(cfg.activity_batch, int(cfg.activity_window_s * 16000), cfg.aug_strength)
             base2 = self.model.encode(act.input_values, None)
             sd_logits = self.model.sd.forward_head(base2).logits
             n = min(sd_logits.shape[1], act.labels.shape[1])
             sd_loss = pit_bce(sd_logits[:, :n], act.labels[:, :n])
             loss = loss + cfg.activity_weight * sd_loss
+        crop_loss = torch.tensor(float("nan"))
+        if cfg.crops_every and self.step % cfg.crops_every == 1 % cfg.crops_every:
+            from training.finetune_sv import angular_prototypical_loss
+
+            x, spk = self.sampler.speaker_crops(cfg.crop_speakers, cfg.crop_clips, int(cfg.crop_s * 16000),
+                                                cfg.aug_strength)
+            emb = self.model.sv.forward_head(self.model.encode(x, None), None).embeddings
+            crop_loss = (self.model.sv.objective(emb, spk)
+                         + angular_prototypical_loss(emb, cfg.crop_clips, self.ap_scale[0], self.ap_scale[1]))
+            loss = loss + cfg.crops_weight * crop_loss
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], cfg.grad_clip)
@@ -148,7 +188,8 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.opt.step()
-        return {"ctc": ctc_out.loss.item(), "sd": sd_loss.item(), "sv": sv_out.loss.item(), "lr": lr}
+        return {"ctc": ctc_out.loss.item(), "sd": sd_loss.item(), "sv": sv_out.loss.item(),
+                "spk": crop_loss.item(), "lr": lr}
 
     @torch.no_grad()
     def validate(self) -> float:
@@ -196,7 +237,7 @@ class Trainer:
                           "val_cer": round(cer, 4)}
                 self.history.append(record)
                 log(f"[train] step {self.step} {self.elapsed_s / 60:5.1f} min | ctc {avg['ctc']:.3f} sd {avg.get('sd', math.nan):.3f} "
-                    f"sv {avg['sv']:.3f} | lr {avg['lr']:.2e} | val CER {cer:.3f} | ETA {max(0.0, eta):.1f} min")
+                    f"sv {avg['sv']:.3f} spk {avg.get('spk', math.nan):.3f} | lr {avg['lr']:.2e} | val CER {cer:.3f} | ETA {max(0.0, eta):.1f} min")
                 sums, counts, count = {}, {}, 0
             if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
                 self.save()
@@ -221,6 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--minutes", type=float, help="training-time budget of the whole schedule")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--init", type=Path, help="start from this checkpoint's weights (fresh optimiser and schedule)")
     parser.add_argument("--smoke", action="store_true", help="tiny model, seconds of training (tests, CI)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -248,6 +290,8 @@ def main(argv: list[str] | None = None) -> None:
     trainer = Trainer(args.out, Corpus(args.corpus), arch, cfg)
     if args.resume:
         trainer.load()
+    elif args.init:
+        trainer.init_from(args.init)
     trainer.run(log=lambda s: print(s, flush=True))
 
 
