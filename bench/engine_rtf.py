@@ -140,7 +140,23 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 # -- workers (each in its own process) ----------------------------------------------------------
 
 
-def worker_engine(ckpts: dict[str, str], audio_path: str, dtype: str, degrade: bool = False) -> dict:
+def engine_config(ctc: str | None = None, diar: str | None = None):
+    """EngineConfig with the caption / speaker schedules given as "left,hop,right" seconds."""
+    import dataclasses
+
+    from engine import EngineConfig
+    from engine.config import HeadSchedule
+
+    cfg = EngineConfig()
+    for name, spec in (("ctc", ctc), ("diar", diar)):
+        if spec:
+            left, hop, right = (float(v) for v in spec.split(","))
+            cfg = dataclasses.replace(cfg, **{name: HeadSchedule.from_seconds(left, hop, right)})
+    return cfg
+
+
+def worker_engine(ckpts: dict[str, str], audio_path: str, dtype: str, degrade: bool = False,
+                  config=None) -> dict:
     import soundfile as sf
 
     from engine import Engine, EngineConfig
@@ -148,7 +164,7 @@ def worker_engine(ckpts: dict[str, str], audio_path: str, dtype: str, degrade: b
 
     t_load = time.perf_counter()
     engine = Engine.from_checkpoints(asr=ckpts["ctc"], diar=ckpts["sd"], sv=ckpts["sv"], device="cpu", dtype=dtype,
-                                     config=EngineConfig())
+                                     config=config or EngineConfig())
     load_s = time.perf_counter() - t_load
     audio, _ = sf.read(audio_path, dtype="float32")
     stream = engine.new_stream()
@@ -185,14 +201,14 @@ def worker_engine(ckpts: dict[str, str], audio_path: str, dtype: str, degrade: b
     return result
 
 
-def worker_sched(ckpts: dict[str, str], audio_path: str, dtype: str, sched_streams: int) -> dict:
+def worker_sched(ckpts: dict[str, str], audio_path: str, dtype: str, sched_streams: int, config=None) -> dict:
     """Several streams through the batching scheduler: compute per stream-second of audio."""
     import soundfile as sf
 
     from engine import Engine, EngineConfig
 
     engine = Engine.from_checkpoints(asr=ckpts["ctc"], diar=ckpts["sd"], sv=ckpts["sv"], device="cpu", dtype=dtype,
-                                     config=EngineConfig())
+                                     config=config or EngineConfig())
     audio, _ = sf.read(audio_path, dtype="float32")
     result = {}
     if sched_streams > 1:
@@ -281,6 +297,8 @@ def main() -> int:
     ap.add_argument("--degrade", action="store_true", help="also run the engine reporting its lag (degrade policy on)")
     ap.add_argument("--force-bf16", action="store_true", help="run bf16 even where the CPU emulates it")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in the workers (0: torch's default)")
+    ap.add_argument("--ctc-schedule", help='caption windows as "left,hop,right" seconds (default: the engine\'s)')
+    ap.add_argument("--diar-schedule", help='speaker windows as "left,hop,right" seconds (default: the engine\'s)')
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--worker", choices=["engine", "naive", "sched"], help=argparse.SUPPRESS)
     ap.add_argument("--dtype", default="fp32", help=argparse.SUPPRESS)
@@ -293,10 +311,11 @@ def main() -> int:
 
             torch.set_num_threads(a.threads)
         ckpts = {k: str(root / k) for k in ("ctc", "sd", "sv")}
+        config = engine_config(a.ctc_schedule, a.diar_schedule)
         if a.worker == "engine":
-            out = worker_engine(ckpts, a.audio, a.dtype, a.degrade)
+            out = worker_engine(ckpts, a.audio, a.dtype, a.degrade, config)
         elif a.worker == "sched":
-            out = worker_sched(ckpts, a.audio, a.dtype, a.sched_streams)
+            out = worker_sched(ckpts, a.audio, a.dtype, a.sched_streams, config)
         else:
             out = worker_naive(ckpts, a.audio)
         print(json.dumps(out))
@@ -310,6 +329,10 @@ def main() -> int:
         torch.set_num_threads(a.threads)
     print(f"# torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f}, audio {a.seconds:.0f} s, blocks of {BLOCK} samples", flush=True)
+    cfg = engine_config(a.ctc_schedule, a.diar_schedule)
+    sched_args = [*(["--ctc-schedule", a.ctc_schedule] if a.ctc_schedule else []),
+                  *(["--diar-schedule", a.diar_schedule] if a.diar_schedule else [])]
+    print(f"# caption schedule {cfg.ctc}, speaker schedule {cfg.diar}", flush=True)
     results = {}
     dtypes = a.dtypes.split(",")
     if "bf16" in dtypes and not cpu_has_native_bf16() and not a.force_bf16:
@@ -319,15 +342,15 @@ def main() -> int:
         dtypes.remove("bf16")
     for dtype in dtypes:
         results[f"engine-{dtype}"] = run_worker(["--worker", "engine", "--dtype", dtype, "--audio", str(audio),
-                                                 "--ckpt-dir", str(root), "--threads", str(a.threads)])
+                                                 "--ckpt-dir", str(root), "--threads", str(a.threads), *sched_args])
         if a.degrade:
             results[f"engine-{dtype}-degrade"] = run_worker([
                 "--worker", "engine", "--dtype", dtype, "--audio", str(audio), "--ckpt-dir", str(root),
-                "--threads", str(a.threads), "--degrade"])
+                "--threads", str(a.threads), "--degrade", *sched_args])
             print(f"engine {dtype} degrade: {json.dumps(results[f'engine-{dtype}-degrade'])}", flush=True)
         if a.sched_streams > 1:
             sched = run_worker(["--worker", "sched", "--dtype", dtype, "--audio", str(audio), "--ckpt-dir", str(root),
-                                "--sched-streams", str(a.sched_streams), "--threads", str(a.threads)])
+                                "--sched-streams", str(a.sched_streams), "--threads", str(a.threads), *sched_args])
             results[f"engine-{dtype}"]["scheduler"] = sched["scheduler"]
         print(f"engine {dtype}: {json.dumps(results[f'engine-{dtype}'])}", flush=True)
     if not a.skip_naive:

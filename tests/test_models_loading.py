@@ -51,6 +51,17 @@ def test_base_checkpoint_into_head_class_initialises_and_reports_the_head(ckpts,
         assert torch.equal(model.unispeech_sat.state_dict()[key], value), key
 
 
+def test_fresh_head_gets_real_init_and_init_functions_are_restored(ckpts):
+    before = torch.nn.init.normal_
+    model = models.UniSpeechSatForXVector.from_pretrained(ckpts["base"])
+    assert torch.nn.init.normal_ is before  # the skip-init patch is undone after loading
+    w = model.tdnn[0].kernel.weight
+    assert torch.isfinite(w).all() and 0.5 * model.config.initializer_range < w.std() < 2 * model.config.initializer_range
+    assert torch.equal(model.tdnn[0].kernel.bias, torch.zeros_like(model.tdnn[0].kernel.bias))
+    fresh = torch.nn.Linear(4, 4)  # modules built after loading are initialised as usual
+    assert fresh.weight.abs().sum() > 0
+
+
 def test_pretraining_and_other_head_keys_are_dropped_and_reported(ckpts):
     model = models.UniSpeechSatModel.from_pretrained(ckpts["pretraining"])
     dropped = set(model.load_report.dropped)
