@@ -218,7 +218,7 @@ def score_trials(
     min_test = int(min_test_speech_s * 16000)
     for speaker, audio_list in clips.items():
         for n, audio in enumerate(audio_list):
-            vector, speech = embed_recording(embedder, audio, detector)
+            vector, speech = embed_recording(embedder, audio, detector, min_speech_samples=min_test)
             if vector is None or speech < min_test:
                 skipped.append(f"{speaker}#{n}: {speech / 16000:.2f} s of speech")
                 continue

@@ -179,14 +179,16 @@ def check_audio(samples: Any, what: str = "audio") -> np.ndarray:
 
 
 def embed_recording(
-    embedder: Embedder, samples: np.ndarray, detector: SpeechDetector | None = None, trim: bool = True
+    embedder: Embedder, samples: np.ndarray, detector: SpeechDetector | None = None, trim: bool = True,
+    min_speech_samples: int = 1,
 ) -> tuple[np.ndarray | None, int]:
-    """(unit embedding of the speech in `samples` or None if there is none, net speech samples)."""
+    """(unit embedding of the speech in `samples`, net speech samples); the embedding is None when
+    there is less than `min_speech_samples` of speech (the embedder is not called then)."""
     x = check_audio(samples)
     mask = speech_mask(x, detector)
     speech = speech_only(x, mask)
-    if speech.size == 0:
-        return None, 0
+    if speech.size == 0 or speech.size < min_speech_samples:
+        return None, int(speech.size)
     vector = np.asarray(embedder.embed(speech if trim else x), dtype=np.float64)
     if vector.ndim != 1 or vector.size == 0 or not np.all(np.isfinite(vector)):
         raise VoiceprintError(f"the embedder returned an unusable embedding of shape {vector.shape}")

@@ -101,6 +101,19 @@ def test_silent_clips_are_skipped_and_too_few_speakers_refused():
         score_trials(FakeEmbedder(), clips_of(2, 2))
 
 
+def test_clips_with_too_little_speech_are_skipped_before_the_embedder_sees_them():
+    class ShortRefusingEmbedder(FakeEmbedder):
+        def embed(self, samples):
+            if samples.size < SAMPLE_RATE // 2:  # like a real x-vector TDNN on a few frames
+                raise ValueError("too short to embed")
+            return super().embed(samples)
+
+    clips = clips_of(2, 4)
+    clips["s1"].append(speaker_audio(1, 0.5))  # ~0.33 s of speech
+    scores = score_trials(ShortRefusingEmbedder(), clips, protocol="pairs")
+    assert len(scores.skipped) == 1 and scores.skipped[0].startswith("s1#4")
+
+
 def test_verification_json_round_trip(tmp_path):
     emb = FakeEmbedder(noise=1.5)  # noisy enough that the distributions overlap
     content = measure(score_trials(emb, clips_of(5, 6)), "fake:v1", fars=(0.05,),
