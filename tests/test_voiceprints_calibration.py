@@ -109,7 +109,7 @@ def test_clips_with_too_little_speech_are_skipped_before_the_embedder_sees_them(
             return super().embed(samples)
 
     clips = clips_of(2, 4)
-    clips["s1"].append(speaker_audio(1, 0.5))  # ~0.33 s of speech
+    clips["s1"].append(speaker_audio(1, 0.45))  # 0.45 s, all of it speech
     scores = score_trials(ShortRefusingEmbedder(), clips, protocol="pairs")
     assert len(scores.skipped) == 1 and scores.skipped[0].startswith("s1#4")
 
