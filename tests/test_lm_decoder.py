@@ -189,3 +189,23 @@ def test_tune_weights_finds_a_grid_point_better_than_greedy(lm_path):
     assert result.wer < result.greedy_wer
     with pytest.raises(ValueError, match="no validation"):
         tune_weights(CTCBeamDecoder(UPPER, 0, lm=lm_path), [])
+
+
+def test_tuned_weights_beside_the_lm_are_the_decoders_defaults(lm_path, tmp_path):
+    import shutil
+
+    from models.lm.tune import TuneResult, write_lm_weights
+
+    lm = tmp_path / "lm.arpa.gz"
+    shutil.copy(lm_path, lm)
+    assert (CTCBeamDecoder(UPPER, 0, lm=lm).alpha, CTCBeamDecoder(UPPER, 0, lm=lm).beta) == (0.5, 1.0)
+    result = TuneResult(1.2, 2.0, 0.3, 0.5, ((1.2, 2.0, 0.3), (0.5, 1.0, 0.4)))
+    path = write_lm_weights(lm, result, tuned_on="unit test")
+    assert path == tmp_path / "lm_weights.json"
+    decoder = CTCBeamDecoder(UPPER, 0, lm=lm)
+    assert (decoder.alpha, decoder.beta) == (1.2, 2.0)
+    given = CTCBeamDecoder(UPPER, 0, lm=lm, alpha=0.1)  # an explicit value wins, the other stays tuned
+    assert (given.alpha, given.beta) == (0.1, 2.0)
+    path.write_text('{"alpha": "much"}')
+    with pytest.raises(ValueError, match="lm_weights.json: expected a JSON object"):
+        CTCBeamDecoder(UPPER, 0, lm=lm)

@@ -70,7 +70,7 @@ def evaluate_asr(model_dir: Path, sets: dict[str, tuple[list[np.ndarray], list[s
         from models.lm import CTCBeamDecoder
 
         vocab = CTCVocab.from_pretrained(model_dir / "ctc")
-        decoder = CTCBeamDecoder(list(vocab.tokens), vocab.blank_id, "|", lm=lm)
+        decoder = CTCBeamDecoder(list(vocab.tokens), vocab.blank_id, "|", lm=lm)  # tuned weights if written
     results = {}
     for name, (audios, refs) in sets.items():
         t0 = time.monotonic()
@@ -86,6 +86,27 @@ def evaluate_asr(model_dir: Path, sets: dict[str, tuple[list[np.ndarray], list[s
         r["seconds"] = round(time.monotonic() - t0, 1)
         results[name] = r
     return results
+
+
+def tune_lm(model_dir: Path, corpus: Corpus, lm: Path, utterances: int = 120) -> dict:
+    """Grid-search the LM weight and word bonus on validation utterances (never test) and write
+    them beside the LM as `lm_weights.json`, where the decoder finds them."""
+    from models import CTCVocab
+    from models.lm import CTCBeamDecoder
+    from models.lm.tune import tune_weights, write_lm_weights
+
+    rows = corpus.rows["val"]
+    idx = np.random.default_rng(0).permutation(len(rows))[:utterances]
+    model = UniSpeechSatForCTC.from_pretrained(model_dir / "ctc")
+    fe = FeatureExtractor.from_pretrained(model_dir / "ctc")
+    lps = ctc_log_probs(model, fe, [corpus.audio("val", int(i)) for i in idx])
+    vocab = CTCVocab.from_pretrained(model_dir / "ctc")
+    decoder = CTCBeamDecoder(list(vocab.tokens), vocab.blank_id, "|", lm=lm, alpha=0.5, beta=1.0)
+    result = tune_weights(decoder, [(lp, rows[int(i)]["text"]) for lp, i in zip(lps, idx)],
+                          alphas=(0.3, 0.6, 1.0, 1.5, 2.2, 3.0), betas=(0.0, 1.0, 2.0, 3.0, 4.0))
+    path = write_lm_weights(lm, result, tuned_on=f"{len(idx)} validation utterances of {corpus.root}")
+    return {"alpha": result.alpha, "beta": result.beta, "val_wer": round(result.wer, 4),
+            "val_wer_greedy": round(result.greedy_wer, 4), "written": str(path)}
 
 
 @torch.no_grad()
@@ -359,6 +380,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--streaming", action="store_true", help="also run the streaming engine")
     parser.add_argument("--calibrate", action="store_true",
                         help="first write SV/verification.json from the validation speakers (engine.calibration)")
+    parser.add_argument("--tune-lm", action="store_true",
+                        help="first choose the LM weights on validation utterances (writes ctc/lm_weights.json)")
     parser.add_argument("--trials-dir", type=Path, default=Path("/work/runs/trials"))
     parser.add_argument("--limit", type=int, help="at most this many utterances per set (quick checks)")
     parser.add_argument("--threads", type=int, default=2)
@@ -376,6 +399,11 @@ def main(argv: list[str] | None = None) -> None:
         sets[name] = ([corpus.audio(name, i) for i in range(n)], [corpus.rows[name][i]["text"] for i in range(n)])
     t0 = time.monotonic()
     results: dict = {"model": str(args.model), "corpus": str(args.corpus), "lm": str(lm) if lm else None}
+    if args.tune_lm:
+        if lm is None:
+            raise SystemExit(f"--tune-lm: {args.model / 'ctc'} has no language model")
+        results["lm_tuning"] = tune_lm(args.model, corpus, lm)
+        print(json.dumps(results["lm_tuning"], indent=1), flush=True)
     results["asr_offline"] = evaluate_asr(args.model, sets, lm)
     print(json.dumps(results["asr_offline"], indent=1), flush=True)
     results["sv_offline"] = evaluate_sv(args.model, corpus)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -42,6 +43,24 @@ from models.lm.arpa import SPECIAL, UNK, read_arpa_vocabulary
 
 LN10 = math.log(10.0)
 LM_FILE_NAMES = ("lm.arpa.gz", "lm.arpa", "language_model/lm.arpa.gz", "language_model/lm.arpa")
+LM_WEIGHTS_NAME = "lm_weights.json"  # beside the ARPA file: {"alpha": .., "beta": .., ...}
+DEFAULT_ALPHA, DEFAULT_BETA = 0.5, 1.0
+
+
+def read_lm_weights(lm: str | Path) -> tuple[float, float] | None:
+    """(alpha, beta) tuned for the acoustic model this LM ships with: `lm_weights.json` in the
+    LM's folder (written by `python -m models.lm.tune`), or None when there is none."""
+    path = Path(lm).parent / LM_WEIGHTS_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        alpha, beta = float(data["alpha"]), float(data["beta"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: expected a JSON object with numbers 'alpha' and 'beta' ({exc})") from None
+    if not (math.isfinite(alpha) and math.isfinite(beta)) or alpha < 0:
+        raise ValueError(f"{path}: alpha must be finite and >= 0 and beta finite, got {alpha}, {beta}")
+    return alpha, beta
 
 
 def find_language_model(model_dir: str | Path) -> Path | None:
@@ -111,7 +130,8 @@ class CTCBeamDecoder:
 
     tokens: the CTC vocabulary in id order; blank_id: the CTC blank; delimiter: the word
     separator token. lm: an ARPA file (`.arpa` or `.arpa.gz`) or None. alpha: LM weight on
-    natural-log LM scores; beta: score added per word (both as in pyctcdecode). lexicon: extra
+    natural-log LM scores; beta: score added per word (both as in pyctcdecode; None: the tuned
+    values in `lm_weights.json` beside the LM if there is one, else 0.5 and 1.0). lexicon: extra
     words the decoder may spell (LM-scored as `<unk>`); with lm=None they make a closed vocabulary.
     unk_score: score of a word outside the lexicon (-inf: never, the default). beam_width: kept
     hypotheses; beam_size_token: best tokens tried per frame (None: all); beam_threshold: prune
@@ -127,8 +147,8 @@ class CTCBeamDecoder:
         blank_id: int,
         delimiter: str = "|",
         lm: str | Path | None = None,
-        alpha: float = 0.5,
-        beta: float = 1.0,
+        alpha: float | None = None,
+        beta: float | None = None,
         beam_width: int = 32,
         beam_size_token: int | None = 10,
         beam_threshold: float = 15.0,
@@ -154,7 +174,9 @@ class CTCBeamDecoder:
         self.blank_id = blank_id
         self.delimiter = delimiter
         self.delimiter_id = self.tokens.index(delimiter)
-        self.alpha, self.beta = float(alpha), float(beta)
+        fallback = (read_lm_weights(lm) if lm is not None else None) or (DEFAULT_ALPHA, DEFAULT_BETA)
+        self.alpha = float(fallback[0] if alpha is None else alpha)
+        self.beta = float(fallback[1] if beta is None else beta)
         self.lm_path = Path(lm) if lm is not None else None
         letters = {t: i for i, t in enumerate(self.tokens)
                    if i not in (blank_id, self.delimiter_id) and not _is_symbol(t)}

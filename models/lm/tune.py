@@ -6,18 +6,21 @@ measured per checkpoint on held-out utterances (never the test split):
     from models.lm.tune import tune_weights
     result = tune_weights(decoder, [(log_probs, "REFERENCE TEXT"), ...])
     result.alpha, result.beta, result.wer, result.greedy_wer, result.table
+    write_lm_weights(lm_path, result, tuned_on="...")   # CTCBeamDecoder then uses them by default
 
 The LM is loaded once (`CTCBeamDecoder.with_weights` shares it across the grid).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from models.lm.decoder import CTCBeamDecoder
+from models.lm.decoder import LM_WEIGHTS_NAME, CTCBeamDecoder
 from models.lm.synthetic_check import edit_distance, greedy_words
 
 DEFAULT_ALPHAS = (0.3, 0.5, 0.8, 1.2)
@@ -33,6 +36,19 @@ class TuneResult:
     wer: float
     greedy_wer: float
     table: tuple[tuple[float, float, float], ...]  # (alpha, beta, wer)
+
+
+def write_lm_weights(lm: str | Path, result: TuneResult, tuned_on: str) -> Path:
+    """Write `lm_weights.json` beside the LM (atomically), which `CTCBeamDecoder` reads when it is
+    not given alpha and beta."""
+    path = Path(lm).parent / LM_WEIGHTS_NAME
+    data = {"alpha": result.alpha, "beta": result.beta, "tuned_on": tuned_on,
+            "wer": round(result.wer, 4), "greedy_wer": round(result.greedy_wer, 4),
+            "grid": [{"alpha": a, "beta": b, "wer": round(w, 4)} for a, b, w in result.table]}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 def corpus_wer(decoder: CTCBeamDecoder, samples: Sequence[tuple[np.ndarray, str]]) -> float:
