@@ -18,30 +18,17 @@ import torch
 
 from app.cli import main
 from tests.test_cli import synth
+from tests.tiny_checkpoints import write_own_tiny_checkpoint
 
 pytestmark = pytest.mark.timeout(120)
 
-
-def _write(directory: Path, head: str, seed: int) -> Path:
-    import models
-    from tests.tiny_checkpoints import tiny_config_dict, write_preprocessor, write_vocab
-
-    klass = {"ctc": models.UniSpeechSatForCTC, "frame": models.UniSpeechSatForAudioFrameClassification,
-             "xvector": models.UniSpeechSatForXVector}[head]
-    torch.manual_seed(seed)
-    extra = {"num_labels": 3} if head == "frame" else {}
-    model = klass(models.UniSpeechSatConfig.from_dict(tiny_config_dict("base", head, **extra)))
-    path = model.save_pretrained(directory)
-    write_preprocessor(path, do_normalize=head == "ctc", return_attention_mask=head != "ctc")
-    if head == "ctc":
-        write_vocab(path)
-    return path
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny")
-    out = {head: _write(root / head, head, seed) for seed, head in enumerate(("ctc", "frame", "xvector"))}
+    out = {head: write_own_tiny_checkpoint(root / head, head, seed, **({"num_labels": 3} if head == "frame" else {}))
+           for seed, head in enumerate(("ctc", "frame", "xvector"))}
     speech = {}
     for name, text, engine in (
         ("ann1", "The quick brown fox jumps over the lazy dog near the river bank today.", "espeak-ng"),

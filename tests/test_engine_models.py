@@ -11,6 +11,7 @@ import torch
 from engine import Engine, EngineConfig
 from engine.events import CaptionFinal, SpeakerActivity, Stats
 from engine.torch_models import TorchModels, pick_device
+from tests.tiny_checkpoints import write_own_tiny_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -22,29 +23,13 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def _write(directory, head, seed):
-    """A tiny random checkpoint folder written with our own models/ (fast: no transformers import)."""
-    import models
-    from tests.tiny_checkpoints import tiny_config_dict, write_preprocessor, write_vocab
-
-    klass = {"ctc": models.UniSpeechSatForCTC, "frame": models.UniSpeechSatForAudioFrameClassification,
-             "xvector": models.UniSpeechSatForXVector}[head]
-    torch.manual_seed(seed)
-    model = klass(models.UniSpeechSatConfig.from_dict(tiny_config_dict("base", head)))
-    model.init_weights()
-    path = model.save_pretrained(directory)
-    write_preprocessor(path, do_normalize=head == "ctc", return_attention_mask=head != "ctc")
-    if head == "ctc":
-        write_vocab(path)
-    return path
-
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
-    ctc = _write(root / "ctc", "ctc", 1)
-    frame = _write(root / "frame", "frame", 2)
-    xvec = _write(root / "xvector", "xvector", 3)
+    ctc = write_own_tiny_checkpoint(root / "ctc", "ctc", 1)
+    frame = write_own_tiny_checkpoint(root / "frame", "frame", 2)
+    xvec = write_own_tiny_checkpoint(root / "xvector", "xvector", 3)
     # a frame head on exactly the CTC encoder, with the CTC preprocessing: must share the pass
     from models import UniSpeechSatForAudioFrameClassification, UniSpeechSatForCTC
 

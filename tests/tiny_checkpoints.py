@@ -116,3 +116,22 @@ def write_tiny_checkpoint(
     if head == "ctc":
         write_vocab(directory)
     return directory
+
+
+def write_own_tiny_checkpoint(directory: str | Path, head: str, seed: int = 0, **overrides: Any) -> Path:
+    """A tiny random checkpoint folder written with our own models/ (fast: no transformers import),
+    with the preprocessing of the published checkpoints. head: "ctc", "frame" or "xvector"."""
+    import torch
+
+    import models
+
+    klass = {"ctc": models.UniSpeechSatForCTC, "frame": models.UniSpeechSatForAudioFrameClassification,
+             "xvector": models.UniSpeechSatForXVector}[head]
+    torch.manual_seed(seed)
+    model = klass(models.UniSpeechSatConfig.from_dict(tiny_config_dict("base", head, **overrides)))
+    model.init_weights()
+    path = model.save_pretrained(directory)
+    write_preprocessor(path, do_normalize=head == "ctc", return_attention_mask=head != "ctc")
+    if head == "ctc":
+        write_vocab(path)
+    return path
