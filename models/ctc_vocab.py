@@ -47,9 +47,10 @@ class CharSpan(_FrameSeconds):
 
 @dataclass(frozen=True, slots=True)
 class WordSpan(_FrameSeconds):
-    """One decoded word and its frames [start_frame, end_frame)."""
+    """One decoded word and its frames [start_frame, end_frame) on the 20 ms grid (greedy decoding
+    here, beam search in `models.lm`)."""
 
-    word: str
+    text: str
     start_frame: int
     end_frame: int
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from models.lm.arpa import count_ngrams, estimate, normalize_line, write_arpa
-from models.lm.decoder import CTCBeamDecoder, DecodedWord
+from models.ctc_vocab import WordSpan
+from models.lm.decoder import CTCBeamDecoder
 from models.lm.synthetic_check import LIBRI_TOKENS, edit_distance, greedy_words, noisy_logits
 
 LOWER = ["<pad>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
@@ -37,7 +38,7 @@ def test_lexicon_free_words_and_frames():
     decoder = CTCBeamDecoder(LOWER, 0, beam_width=8)
     # frames:           0123456789012345
     words = decoder.decode(scores("-cc-a-t- -dd-og-", LOWER), frame_offset=100)
-    assert words == [DecodedWord("cat", 101, 107), DecodedWord("dog", 110, 115)]
+    assert words == [WordSpan("cat", 101, 107), WordSpan("dog", 110, 115)]
 
 
 def test_lexicon_free_keeps_doubled_letters_and_drops_empty_words():

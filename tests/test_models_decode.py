@@ -49,7 +49,7 @@ def test_offsets_in_frames_and_seconds():
     text, chars, words = VOCAB.decode_with_offsets(_ids("_HH_I__ _YO_U"))
     assert text == "HI YOU"
     assert [(c.char, c.start_frame, c.end_frame) for c in chars][:3] == [("H", 1, 3), ("I", 4, 5), (" ", 7, 8)]
-    assert [(w.word, w.start_frame, w.end_frame) for w in words] == [("HI", 1, 5), ("YOU", 9, 13)]
+    assert [(w.text, w.start_frame, w.end_frame) for w in words] == [("HI", 1, 5), ("YOU", 9, 13)]
     assert words[1].start_s == pytest.approx(0.18) and words[1].end_s == pytest.approx(0.26)
 
 
@@ -61,7 +61,7 @@ def test_text_and_offsets_match_transformers_default_decode(hf_tokenizer, ids):
     assert ours_text == hf_tokenizer.decode(ids) == theirs.text
     assert [(c.char, c.start_frame, c.end_frame) for c in chars] == [
         (o["char"], o["start_offset"], o["end_offset"]) for o in theirs.char_offsets]
-    assert [(w.word, w.start_frame, w.end_frame) for w in words] == [
+    assert [(w.text, w.start_frame, w.end_frame) for w in words] == [
         (o["word"], o["start_offset"], o["end_offset"]) for o in theirs.word_offsets]
 
 

@@ -6,11 +6,10 @@ ARPA builder (`python -m models.lm.build`), and a synthetic greedy-vs-LM check
 """
 
 from models.lm.arpa import NgramModel, count_ngrams, estimate, normalize_line, read_arpa, write_arpa
-from models.lm.decoder import CTCBeamDecoder, DecodedWord, find_language_model
+from models.lm.decoder import CTCBeamDecoder, find_language_model
 
 __all__ = [
     "CTCBeamDecoder",
-    "DecodedWord",
     "NgramModel",
     "count_ngrams",
     "estimate",

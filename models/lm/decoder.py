@@ -39,6 +39,7 @@ from flashlight.lib.text.decoder import (
 from flashlight.lib.text.decoder.kenlm import KenLM
 from flashlight.lib.text.dictionary import Dictionary
 
+from models.ctc_vocab import WordSpan
 from models.lm.arpa import SPECIAL, UNK, read_arpa_vocabulary
 
 LN10 = math.log(10.0)
@@ -71,15 +72,6 @@ def find_language_model(model_dir: str | Path) -> Path | None:
         if path.is_file():
             return path
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class DecodedWord:
-    """One decoded word on the 20 ms frame grid; `end_frame` is exclusive."""
-
-    text: str
-    start_frame: int
-    end_frame: int
 
 
 @contextlib.contextmanager
@@ -279,13 +271,13 @@ class CTCBeamDecoder:
         return list(self._spelling)
 
     def decode(self, log_probs: np.ndarray, frame_offset: int = 0,
-               context: Sequence[str] = ()) -> list[DecodedWord]:
+               context: Sequence[str] = ()) -> list[WordSpan]:
         """Best word sequence for `log_probs` (frames, vocab), logits or log-probabilities (they
         are log-softmaxed here). Frame times are shifted by `frame_offset`. `context`: words said
         just before these frames, used as LM history (streaming re-decodes). A pause of at least
         `pause_frames` silent frames ends a sentence: the LM starts afresh after it."""
         scores = self._prepare(log_probs)
-        words: list[DecodedWord] = []
+        words: list[WordSpan] = []
         for start, end in self.speech_segments(scores):
             words += self._decode_segment(scores[start:end], frame_offset + start,
                                           context if start == 0 else ())
@@ -313,7 +305,7 @@ class CTCBeamDecoder:
         return spans
 
     def _decode_segment(self, scores: np.ndarray, frame_offset: int,
-                        context: Sequence[str]) -> list[DecodedWord]:
+                        context: Sequence[str]) -> list[WordSpan]:
         t_frames = scores.shape[0]
         if self.lexicon_free:
             decoder = LexiconFreeDecoder(self._free_options, ZeroLM(), self.delimiter_id,
@@ -366,7 +358,7 @@ class CTCBeamDecoder:
             return None
         return "".join(chars), first, last + 1
 
-    def _words_from_lexicon(self, path: list[int], word_at: list[int], offset: int) -> list[DecodedWord]:
+    def _words_from_lexicon(self, path: list[int], word_at: list[int], offset: int) -> list[WordSpan]:
         words, lo = [], 0
         for t, widx in enumerate(word_at):
             if widx < 0:
@@ -378,15 +370,15 @@ class CTCBeamDecoder:
             text, start, end = span
             if widx != self._unk_word:
                 text = self._spelling[self._words[widx]]
-            words.append(DecodedWord(text, start + offset, end + offset))
+            words.append(WordSpan(text, start + offset, end + offset))
         return words
 
-    def _words_from_delimiters(self, path: list[int], offset: int) -> list[DecodedWord]:
+    def _words_from_delimiters(self, path: list[int], offset: int) -> list[WordSpan]:
         words, lo = [], 0
         for t in range(len(path) + 1):
             if t == len(path) or path[t] == self.delimiter_id:
                 span = self._char_span(path, lo, t)
                 if span is not None:
-                    words.append(DecodedWord(span[0], span[1] + offset, span[2] + offset))
+                    words.append(WordSpan(span[0], span[1] + offset, span[2] + offset))
                 lo = t + 1
         return words
