@@ -95,9 +95,39 @@ def pair_eer(model: MultiTaskModel, feats: list[torch.Tensor], labels: list[int]
     return equal_error_rate(sim[iu][same], sim[iu][~same])[0]
 
 
+@torch.no_grad()
+def reset_xvector_head(model: MultiTaskModel) -> None:
+    """Fresh x-vector head (layer weights, projector, TDNN, embedding layer) with PyTorch's
+    Kaiming-uniform Linear init. The multi-task run's head can arrive dead (every TDNN ReLU off:
+    all clips give the same embedding, cosine 1.000), and transformers' N(0, 0.02) init shrinks
+    activations through five ReLU layers."""
+    sv = model.sv
+    for module in (sv.projector, *(layer.kernel for layer in sv.tdnn), sv.feature_extractor):
+        module.reset_parameters()
+    sv.layer_weights.fill_(1.0 / sv.layer_weights.numel())
+
+
+@torch.no_grad()
+def center_embeddings(model: MultiTaskModel, feats: list[torch.Tensor], rng: np.random.Generator,
+                      n: int = 256) -> float:
+    """Shift the embedding layer's bias so that embeddings of training clips average to zero;
+    return the mean pairwise cosine before. Without batch norm in transformers' x-vector head the
+    pooled ReLU statistics share one large common direction (measured: every pair of clips scored
+    ~0.99), where cosine losses have almost no gradient."""
+    sv = model.sv
+    sv.eval()
+    pick = rng.choice(len(feats), size=min(n, len(feats)), replace=False)
+    emb = torch.cat([head_forward(model, [feats[int(i)]], 250, rng) for i in pick])
+    unit = torch.nn.functional.normalize(emb, dim=-1)
+    before = float((unit @ unit.T).mean())
+    sv.feature_extractor.bias -= emb.mean(0)  # classifier is the identity: embeddings = its input
+    sv.train()
+    return before
+
+
 def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_speaker: int, steps: int,
              batch_speakers: int = 32, clips: int = 2, lr: float = 2e-3, seed: int = 3,
-             log=print) -> list[dict]:
+             reinit: bool = True, log=print) -> list[dict]:
     """Train the x-vector head on cached encoder features; every 100 steps log and return the
     mean losses and the validation pair EER."""
     if per_speaker < clips:
@@ -123,6 +153,9 @@ def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_spe
     sv = model.sv
     with torch.no_grad():  # unit-norm class weights (see the module docstring)
         sv.objective.weight.copy_(torch.nn.functional.normalize(sv.objective.weight, dim=0))
+    if reinit:
+        reset_xvector_head(model)
+    log(f"[sv] mean cosine between training clips {center_embeddings(model, feats, rng):.3f}; embeddings centred")
     ap_w, ap_b = torch.nn.Parameter(torch.tensor(10.0)), torch.nn.Parameter(torch.tensor(-5.0))
     params = [sv.layer_weights, *sv.projector.parameters(), *sv.tdnn.parameters(),
               *sv.feature_extractor.parameters(), sv.objective.weight, ap_w, ap_b]
