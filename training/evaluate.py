@@ -358,6 +358,12 @@ def markdown_report(results: dict, command: str) -> str:
     sv = results.get("sv_service", {})
     lines.append(f"| EER (app verification path) | {sv.get('target_trials')} target / {sv.get('impostor_trials')} "
                  f"impostor trials | {pct(sv.get('eer'))} | same |")
+    cli = results.get("sv_cli")
+    if cli:
+        lines.append(f"| EER (`run_live.py enroll` / `identify` / `verify` subprocesses) | {cli['speakers']} test speakers, "
+                     f"{cli['target_trials']} target / {cli['impostor_trials']} impostor trials | {pct(cli['eer'])} | same |")
+        lines.append(f"| FAR / FRR at the CLI's threshold {cli['cli_threshold']:.4f} | same trials | "
+                     f"{pct(cli['far_at_cli_threshold'])} / {pct(cli['frr_at_cli_threshold'])} | same |")
     off = results.get("sv_offline", {})
     lines.append(f"| EER (3-clip enrolment, cosine) | {off.get('speakers')} held-out speakers | {pct(off.get('eer'))} | |")
     lines += ["", "DER components offline: " + ", ".join(f"{k} {pct(der.get(k))}" for k in ("miss", "false_alarm", "confusion")),
@@ -382,6 +388,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="first write SV/verification.json from the validation speakers (engine.calibration)")
     parser.add_argument("--tune-lm", action="store_true",
                         help="first choose the LM weights on validation utterances (writes ctc/lm_weights.json)")
+    parser.add_argument("--cli", action="store_true",
+                        help="also measure EER through run_live.py enroll/identify/verify subprocesses (training.evaluate_cli)")
     parser.add_argument("--trials-dir", type=Path, default=Path("/work/runs/trials"))
     parser.add_argument("--limit", type=int, help="at most this many utterances per set (quick checks)")
     parser.add_argument("--threads", type=int, default=2)
@@ -416,6 +424,11 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("calibration failed (see above)")
     results["sv_service"] = evaluate_sv_service(args.model, corpus)
     print(json.dumps(results["sv_service"], indent=1), flush=True)
+    if args.cli:
+        from training.evaluate_cli import evaluate_cli
+
+        results["sv_cli"] = evaluate_cli(args.model.resolve(), corpus)
+        print(json.dumps(results["sv_cli"], indent=1), flush=True)
     results["der_offline"] = evaluate_der(args.model, args.corpus / "conversations",
                                           results["sv_offline"]["eer_threshold"])
     print(json.dumps(results["der_offline"], indent=1), flush=True)
