@@ -186,3 +186,16 @@ def test_smoke_training_resume_and_export(tiny_corpus, tmp_path):
         assert torch.allclose(ours(x).logits, theirs(x).logits, atol=1e-4)
     sv = transformers.UniSpeechSatForXVector.from_pretrained(str(out / "sv")).eval()
     assert sv.config.xvector_output_dim == ArchConfig.tiny().xvector_dim
+
+
+def test_cli_evaluation_picks_disjoint_enrollment_and_test_clips(tiny_corpus):
+    from training.evaluate_cli import ENROLL_AUDIO_S, MIN_CLIP_S, choose_speakers
+
+    corpus = Corpus(tiny_corpus)
+    rows = corpus.rows["test"]
+    chosen = choose_speakers(corpus, n=10, tests=1)
+    assert chosen
+    for name, (enroll, tests) in chosen.items():
+        assert len(tests) == 1 and not set(enroll) & set(tests)
+        assert all(rows[i]["speaker"] == name and rows[i]["length"] >= MIN_CLIP_S * 16000 for i in enroll + tests)
+        assert sum(rows[i]["length"] for i in enroll) >= ENROLL_AUDIO_S * 16000
