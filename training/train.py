@@ -3,10 +3,12 @@
     python -m training.train --out /work/runs/NAME [--corpus /work/runs/corpus] [--minutes 70]
                              [--resume] [--smoke]
 
-Each step runs the shared encoder on a batch of utterances (CTC loss + AM-softmax x-vector loss)
-and, on alternate steps, on a batch of conversation windows (permutation-invariant BCE over speaker
-slots) or on a batch of equal-length crops, several per speaker (AM-softmax + angular prototypical
-loss, which learns from the first step where 740-way AM-softmax alone sees each class too rarely).
+Each step runs the shared encoder on a batch of utterances (CTC loss + AM-softmax x-vector loss);
+every `activity_every` steps also on a batch of conversation windows (permutation-invariant BCE
+over speaker slots), and every `crops_every` steps (0: never) on a batch of equal-length crops,
+several per speaker (AM-softmax + angular prototypical loss). The defaults are the settings the
+shipped run ended with (docs/training.md); the x-vector head itself is trained in stage 2
+(`training.finetune_sv`).
 `--init` starts from another run's weights with a fresh optimiser and schedule. The
 learning rate follows linear warm-up then cosine decay over the run's *training time* budget
 (`--minutes`), so a run ends on schedule however busy the shared CPU is. A checkpoint
@@ -56,14 +58,14 @@ class TrainConfig:
     batch_utterances: int = 6
     max_utterance_s: float = 5.0
     activity_batch: int = 2
-    activity_every: int = 2  # conversation-window batch every this many steps
+    activity_every: int = 4  # conversation-window batch every this many steps
     activity_window_s: float = 5.0
     mix_prob: float = 0.15
     aug_strength: float = 0.4  # test speech is clean; strength 1 (SNR down to 5 dB) slowed CTC badly
     ctc_weight: float = 1.0
     activity_weight: float = 1.0
     xvector_weight: float = 0.1
-    crops_every: int = 2  # speaker-crop batch on steps where step % crops_every == 1 (0: never)
+    crops_every: int = 0  # speaker-crop batch on steps where step % crops_every == 1 (0: never)
     crop_speakers: int = 6
     crop_clips: int = 2
     crop_s: float = 2.0
