@@ -77,7 +77,7 @@ async def test_slow_client_never_holds_back_the_others() -> None:
     try:
         async with connect(url, max_queue=1, compression=None) as slow, connect(url) as fast:
             await recv(slow), await recv(fast)
-            published = received = 0
+            published = received = extra_until = 0
             # publish until the slow client (which reads nothing) has lost events, then 100 more;
             # the fast client keeps reading everything meanwhile
             while server.dropped_events() == 0 or published < extra_until:

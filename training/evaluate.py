@@ -309,7 +309,6 @@ def merge_tracks_by_voice(track_probs: np.ndarray, audio: np.ndarray, sv: UniSpe
 
 def evaluate_der(model_dir: Path, conv_dir: Path, sv_threshold: float) -> dict:
     """Offline DER over the test conversations."""
-    from training.corpus import SAMPLE_RATE as SR  # noqa: F401  (same rate)
     import soundfile as sf
 
     sd = UniSpeechSatForAudioFrameClassification.from_pretrained(model_dir / "sd")

@@ -30,11 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.batches import BatchSampler
 from training.corpus import Corpus
 from training.export import load_checkpoint
 from training.mixing import augment
-from training.model import MultiTaskModel
+from training.model import MultiTaskModel, angular_prototypical_loss, unit_norm_classes
 
 DEFAULT_CORPUS = Path("/work/runs/corpus")
 
@@ -66,17 +65,6 @@ def head_forward(model: MultiTaskModel, feats: list[torch.Tensor], crop_frames: 
         h = layer(h)
     emb = sv.feature_extractor(torch.cat([h.mean(dim=1), h.std(dim=1)], dim=-1))
     return sv.classifier(emb)
-
-
-def angular_prototypical_loss(emb: torch.Tensor, clips: int, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Angular prototypical loss on (speakers*clips, D) embeddings grouped by speaker: the last
-    clip of each speaker is the query, the mean of its other clips the prototype; cross-entropy
-    of the scaled cosine between every query and every prototype."""
-    e = emb.view(-1, clips, emb.shape[-1])
-    proto = torch.nn.functional.normalize(e[:, :-1].mean(1), dim=-1)
-    query = torch.nn.functional.normalize(e[:, -1], dim=-1)
-    logits = (query @ proto.T) * w.clamp(min=1e-3) + b
-    return torch.nn.functional.cross_entropy(logits, torch.arange(len(e)))
 
 
 @torch.no_grad()
@@ -151,8 +139,7 @@ def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_spe
         clips_of.setdefault(k, []).append(n)
     labels_t = torch.tensor(labels)
     sv = model.sv
-    with torch.no_grad():  # unit-norm class weights (see the module docstring)
-        sv.objective.weight.copy_(torch.nn.functional.normalize(sv.objective.weight, dim=0))
+    unit_norm_classes(model)  # see the module docstring
     if reinit:
         reset_xvector_head(model)
     log(f"[sv] mean cosine between training clips {center_embeddings(model, feats, rng):.3f}; embeddings centred")

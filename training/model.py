@@ -103,3 +103,22 @@ class MultiTaskModel(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Distinct parameters (shared ones counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+@torch.no_grad()
+def unit_norm_classes(model: MultiTaskModel) -> None:
+    """Scale the AM-softmax class weights to unit norm (cosines unchanged). transformers' `randn`
+    init has norm ~sqrt(D), where Adam's per-element steps barely turn a vector."""
+    w = model.sv.objective.weight
+    w.copy_(torch.nn.functional.normalize(w, dim=0))
+
+
+def angular_prototypical_loss(emb: torch.Tensor, clips: int, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Angular prototypical loss on (speakers*clips, D) embeddings grouped by speaker: the last
+    clip of each speaker is the query, the mean of its other clips the prototype; cross-entropy
+    of the scaled cosine between every query and every prototype."""
+    e = emb.view(-1, clips, emb.shape[-1])
+    proto = torch.nn.functional.normalize(e[:, :-1].mean(1), dim=-1)
+    query = torch.nn.functional.normalize(e[:, -1], dim=-1)
+    logits = (query @ proto.T) * w.clamp(min=1e-3) + b
+    return torch.nn.functional.cross_entropy(logits, torch.arange(len(e)))

@@ -39,7 +39,7 @@ import torch
 
 from training.batches import BatchSampler, pit_bce
 from training.corpus import Corpus
-from training.model import ArchConfig, MultiTaskModel, count_parameters
+from training.model import ArchConfig, MultiTaskModel, angular_prototypical_loss, count_parameters, unit_norm_classes
 from training.scoring import char_error_rate
 from training.text import CTC_TOKENS
 
@@ -100,7 +100,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = MultiTaskModel(arch, self.sampler.speakers)
         self.model.sv.objective.margin = cfg.am_margin
-        self.unit_norm_classes()
+        unit_norm_classes(self.model)
         self.ap_scale = torch.nn.Parameter(torch.tensor([10.0, -5.0]))  # angular prototypical w, b
         params = [p for p in {id(p): p for p in self.model.parameters()}.values() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
@@ -112,20 +112,13 @@ class Trainer:
         self.history: list[dict] = []
         self.val_idx = self._val_indices()
 
-    def unit_norm_classes(self) -> None:
-        """Scale the AM-softmax class weights to unit norm (cosines unchanged). transformers' `randn`
-        init has norm ~sqrt(D), where Adam's per-element steps barely turn a vector."""
-        with torch.no_grad():
-            w = self.model.sv.objective.weight
-            w.copy_(torch.nn.functional.normalize(w, dim=0))
-
     def init_from(self, checkpoint: Path) -> None:
         """Start from another run's model weights (same architecture and corpus)."""
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
         if state["speakers"] != self.sampler.speakers:
             raise ValueError(f"{checkpoint} was trained on a different corpus (speaker lists differ)")
         self.model.load_state_dict(state["model"])
-        self.unit_norm_classes()
+        unit_norm_classes(self.model)
 
     def _val_indices(self) -> list[int]:
         rows = self.corpus.rows["val"]
@@ -175,8 +168,6 @@ class Trainer:
             loss = loss + cfg.activity_weight * sd_loss
         crop_loss = torch.tensor(float("nan"))
         if cfg.crops_every and self.step % cfg.crops_every == 1 % cfg.crops_every:
-            from training.finetune_sv import angular_prototypical_loss
-
             x, spk = self.sampler.speaker_crops(cfg.crop_speakers, cfg.crop_clips, int(cfg.crop_s * 16000),
                                                 cfg.aug_strength)
             emb = self.model.sv.forward_head(self.model.encode(x, None), None).embeddings

@@ -20,7 +20,6 @@ import copy
 import json
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
