@@ -199,3 +199,45 @@ def test_cli_evaluation_picks_disjoint_enrollment_and_test_clips(tiny_corpus):
         assert len(tests) == 1 and not set(enroll) & set(tests)
         assert all(rows[i]["speaker"] == name and rows[i]["length"] >= MIN_CLIP_S * 16000 for i in enroll + tests)
         assert sum(rows[i]["length"] for i in enroll) >= ENROLL_AUDIO_S * 16000
+
+
+def test_warm_start_from_an_export_and_a_bf16_step(tiny_corpus, tmp_path):
+    from training.export import export
+    from training.model import ArchConfig
+    from training.train import TrainConfig, Trainer
+
+    cfg = dataclasses.replace(TrainConfig.smoke(), bf16=True)
+    first = Trainer(tmp_path / "a", Corpus(tiny_corpus), ArchConfig.tiny(), cfg)
+    export(first.model.eval(), tmp_path / "embedded")
+    second = Trainer(tmp_path / "b", Corpus(tiny_corpus), ArchConfig.tiny(), cfg)
+    second.init_from_export(tmp_path / "embedded")
+    exported = first.model.state_dict()
+    for k, v in second.model.state_dict().items():
+        if k != "sv.objective.weight":  # AM-softmax classes are not exported: they start fresh
+            assert torch.equal(v, exported[k].half().float()), k
+    losses = second.train_step()  # under bfloat16 autocast
+    assert all(np.isfinite(v) for v in losses.values())
+    wrong = ArchConfig(**{**dataclasses.asdict(ArchConfig.tiny()), "hidden_size": 48})
+    with pytest.raises(ValueError, match="does not fit this architecture"):
+        Trainer(tmp_path / "c", Corpus(tiny_corpus), wrong, cfg).init_from_export(tmp_path / "embedded")
+
+
+def test_training_waits_while_the_pause_file_exists(tiny_corpus, tmp_path):
+    import threading
+    import time
+
+    from training.model import ArchConfig
+    from training.train import TrainConfig, Trainer
+
+    run = tmp_path / "run"
+    run.mkdir()
+    trainer = Trainer(run, Corpus(tiny_corpus), ArchConfig.tiny(), TrainConfig.smoke())
+    (run / "PAUSE").touch()
+    logs: list[str] = []
+    waiter = threading.Thread(target=trainer._wait_while_paused, args=(logs.append,))
+    waiter.start()
+    time.sleep(0.8)
+    assert waiter.is_alive() and logs == [f"[train] paused at step 0 (remove {run / 'PAUSE'} to continue)"]
+    (run / "PAUSE").unlink()
+    waiter.join(timeout=5)
+    assert not waiter.is_alive() and logs[-1] == "[train] resumed at step 0"
