@@ -9,6 +9,8 @@ loading and compute (RTF = process wall time / audio length).
 
 - engine: `Engine.from_checkpoints(asr, diar, sv)` and one stream fed 100 ms blocks as fast as it
   takes them.
+- live: the whole app, `run_live.py --input AUDIO --fast --headless` on the three checkpoints
+  (JSON lines to a file, a throw-away speaker store): the product's own real-time factor.
 - naive: what a user would write — transformers' three classes loaded once, fp32,
   `torch.inference_mode`, each input preprocessed by its own feature extractor, every 1 s on the
   last 5 s of audio.
@@ -276,6 +278,25 @@ def worker_naive(ckpts: dict[str, str], audio_path: str) -> dict:
 # -- driver -------------------------------------------------------------------------------------
 
 
+def run_live(ckpts: dict[str, str], audio_path: str, dtype: str, threads: int, seconds: float) -> dict:
+    """`run_live.py --fast --headless` as a user runs it; RTF = process wall time / audio length."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, str(ROOT / "run_live.py"), "--input", audio_path, "--fast", "--headless",
+               "--asr-model", ckpts["ctc"], "--diar-model", ckpts["sd"], "--sv-model", ckpts["sv"],
+               "--dtype", dtype, "--speakers-db", os.path.join(tmp, "speakers.db"),
+               "--jsonl", os.path.join(tmp, "events.jsonl")]
+        env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+        wall = time.perf_counter() - t0
+        if proc.returncode:
+            raise RuntimeError(f"run_live.py failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        lines = Path(tmp, "events.jsonl").read_text(encoding="utf-8").splitlines()
+    finals = sum(1 for line in lines if '"caption_final"' in line)
+    return {"process_wall_s": round(wall, 2), "process_rtf": round(wall / seconds, 3), "events": len(lines),
+            "caption_finals": finals}
+
+
 def run_worker(args: list[str]) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=ROOT)
@@ -294,6 +315,7 @@ def main() -> int:
     ap.add_argument("--ckpt-dir", default=os.path.join(tempfile.gettempdir(), "engine_bench_ckpts"))
     ap.add_argument("--sched-streams", type=int, default=4, help="streams for the batched scheduler run (0: skip)")
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--skip-live", action="store_true", help="skip run_live.py --fast --headless")
     ap.add_argument("--degrade", action="store_true", help="also run the engine reporting its lag (degrade policy on)")
     ap.add_argument("--force-bf16", action="store_true", help="run bf16 even where the CPU emulates it")
     ap.add_argument("--threads", type=int, default=0, help="torch threads in the workers (0: torch's default)")
@@ -334,6 +356,7 @@ def main() -> int:
                   *(["--diar-schedule", a.diar_schedule] if a.diar_schedule else [])]
     print(f"# caption schedule {cfg.ctc}, speaker schedule {cfg.diar}", flush=True)
     results = {}
+    live: dict[str, dict] = {}
     dtypes = a.dtypes.split(",")
     if "bf16" in dtypes and not cpu_has_native_bf16() and not a.force_bf16:
         probe = bf16_probe(str(root / "ctc"))
@@ -353,6 +376,10 @@ def main() -> int:
                                 "--sched-streams", str(a.sched_streams), "--threads", str(a.threads), *sched_args])
             results[f"engine-{dtype}"]["scheduler"] = sched["scheduler"]
         print(f"engine {dtype}: {json.dumps(results[f'engine-{dtype}'])}", flush=True)
+        if not a.skip_live:
+            ckpts = {k: str(root / k) for k in ("ctc", "sd", "sv")}
+            live[dtype] = run_live(ckpts, str(audio), dtype, a.threads, a.seconds)
+            print(f"run_live.py --fast --headless {dtype}: {json.dumps(live[dtype])}", flush=True)
     if not a.skip_naive:
         results["naive-fp32"] = run_worker(["--worker", "naive", "--audio", str(audio), "--ckpt-dir", str(root),
                                             "--threads", str(a.threads)])
@@ -376,8 +403,17 @@ def main() -> int:
                 print(f"{name}: {results['naive-fp32']['process_wall_s'] / r['process_wall_s']:.2f}x faster than naive "
                       f"(whole process), {results['naive-fp32']['compute_s'] / r['compute_s']:.2f}x (compute)")
     print("* streams/machine = 1 / compute RTF per stream (batched scheduler run when --sched-streams > 1)")
+    if live:
+        print("\n| app | process RTF (run_live.py --fast --headless) | wall s | caption finals |")
+        print("| --- | --- | --- | --- |")
+        for dtype, r in live.items():
+            print(f"| run_live {dtype} | {r['process_rtf']:.3f} | {r['process_wall_s']} | {r['caption_finals']} |")
+        if "naive-fp32" in results:
+            for dtype, r in live.items():
+                print(f"run_live {dtype}: {results['naive-fp32']['process_wall_s'] / r['process_wall_s']:.2f}x faster "
+                      "than the naive loop (whole process)")
     if a.json:
-        Path(a.json).write_text(json.dumps(results, indent=2))
+        Path(a.json).write_text(json.dumps({**results, **{f"run_live-{k}": v for k, v in live.items()}}, indent=2))
     return 0
 
 

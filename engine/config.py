@@ -151,7 +151,7 @@ class DegradeConfig:
 class EngineConfig:
     """Everything the engine needs besides the models. Defaults: see docs/engine.md."""
 
-    ctc: HeadSchedule = field(default_factory=lambda: HeadSchedule.from_seconds(1.0, 0.8, 0.5))
+    ctc: HeadSchedule = field(default_factory=lambda: HeadSchedule.from_seconds(1.0, 0.8, 0.4))
     diar: HeadSchedule = field(default_factory=lambda: HeadSchedule.from_seconds(1.0, 1.5, 1.0))
     speakers: SpeakerConfig = field(default_factory=SpeakerConfig)
     degrade: DegradeConfig = field(default_factory=DegradeConfig)

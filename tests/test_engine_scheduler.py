@@ -15,6 +15,8 @@ TURNS = [
     [(0, "third one is short")],
     [(1, "fourth stream"), (0, "counts one two three four five")],
 ]
+# long enough for several caption windows per stream, so windows of different streams meet in a tick
+TURNS = [turns + [(0, "and then some more words to keep it going for a while")] for turns in TURNS]
 NO_DEGRADE = EngineConfig(degrade=DegradeConfig(enabled=False))
 
 
