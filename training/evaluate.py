@@ -383,6 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     parser.add_argument("--report", type=Path, help="write a Markdown report here")
     parser.add_argument("--streaming", action="store_true", help="also run the streaming engine")
+    parser.add_argument("--streaming-dtypes", default="fp32",
+                        help="comma list of engine dtypes for --streaming (fp32 is the reported one; e.g. fp32,bf16)")
     parser.add_argument("--calibrate", action="store_true",
                         help="first write SV/verification.json from the validation speakers (engine.calibration)")
     parser.add_argument("--tune-lm", action="store_true",
@@ -434,8 +436,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.streaming:
         from training.evaluate_stream import evaluate_streaming
 
-        results["streaming"] = evaluate_streaming(args.model, sets, args.corpus / "conversations", lm)
-        print(json.dumps(results["streaming"], indent=1), flush=True)
+        for dtype in args.streaming_dtypes.split(","):
+            key = "streaming" if dtype == "fp32" else f"streaming_{dtype}"
+            results[key] = evaluate_streaming(args.model, sets, args.corpus / "conversations", lm, dtype)
+            print(key, json.dumps(results[key], indent=1), flush=True)
     results["seconds"] = round(time.monotonic() - t0, 1)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")

@@ -47,17 +47,18 @@ def turn_segments(events: list) -> list[Segment]:
 
 
 def evaluate_streaming(model_dir: Path, sets: dict[str, tuple[list[np.ndarray], list[str]]], conv_dir: Path,
-                       lm: Path | None) -> dict:
-    """Streaming CER/WER (greedy and with the LM re-decoder) and DER with default EngineConfig."""
+                       lm: Path | None, dtype: str = "fp32") -> dict:
+    """Streaming CER/WER (greedy and with the LM re-decoder) and DER with default EngineConfig,
+    the models computing in `dtype` ("fp32" or "bf16": what bf16 costs in accuracy)."""
     import soundfile as sf
 
     from engine import Engine
 
     results: dict = {}
     pad = np.zeros(SAMPLE_RATE // 2, np.float32)
-    engines = {"greedy": Engine.from_checkpoints(asr=str(model_dir / "ctc"))}
+    engines = {"greedy": Engine.from_checkpoints(asr=str(model_dir / "ctc"), dtype=dtype)}
     if lm is not None:
-        engines["lm"] = Engine.from_checkpoints(asr=str(model_dir / "ctc"), lm=str(lm))
+        engines["lm"] = Engine.from_checkpoints(asr=str(model_dir / "ctc"), lm=str(lm), dtype=dtype)
     for name, (audios, refs) in sets.items():
         r: dict = {"utterances": len(refs)}
         for kind, engine in engines.items():
@@ -69,7 +70,7 @@ def evaluate_streaming(model_dir: Path, sets: dict[str, tuple[list[np.ndarray], 
             r[f"seconds_{kind}"] = round(time.monotonic() - t0, 1)
         results[name] = r
     engine = Engine.from_checkpoints(asr=str(model_dir / "ctc"), diar=str(model_dir / "sd"),
-                                     sv=str(model_dir / "sv"))
+                                     sv=str(model_dir / "sv"), dtype=dtype)
     total = DerResult(0, 0, 0, 0)
     per_file = {}
     for wav in sorted(conv_dir.glob("*.wav")):
