@@ -55,6 +55,10 @@ class Calibration:
     n_target: int = 0
     n_impostor: int = 0
     note: str = ""
+    # Cosine at or above which a run's embedding joins an unknown in-session cluster (None: use
+    # `threshold`). Measured separately (training.tune_clustering): runs are embedded from 1-8 s
+    # of conversation speech, not from 5 s enrollments, so their same-speaker scores sit lower.
+    cluster_threshold: float | None = None
 
     @staticmethod
     def given(threshold: float, note: str = "set by the caller") -> Calibration:
@@ -94,6 +98,13 @@ def load_calibration(model_dir: str | os.PathLike[str], fingerprint: str) -> Cal
             "run python -m engine.calibration again"
         )
     eer = data.get("eer")
+    clustering = data.get("clustering")
+    cluster_threshold = None
+    if clustering is not None:
+        value = clustering.get("threshold") if isinstance(clustering, dict) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1.0 <= value <= 1.0:
+            raise ValueError(f"{path}: 'clustering.threshold' must be a number in [-1, 1], got {value!r}")
+        cluster_threshold = float(value)
     return Calibration(
         threshold=float(threshold),
         calibrated=True,
@@ -103,6 +114,7 @@ def load_calibration(model_dir: str | os.PathLike[str], fingerprint: str) -> Cal
         n_target=int(data.get("n_target", 0)),
         n_impostor=int(data.get("n_impostor", 0)),
         note=str(path),
+        cluster_threshold=cluster_threshold,
     )
 
 

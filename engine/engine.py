@@ -12,6 +12,7 @@ Voiceprints: pass `speakers=` (a VoiceprintService, or any object with `voicepri
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import numpy as np
@@ -65,6 +66,17 @@ def _lm_factory(lm: Any, models: ModelSide, config: EngineConfig) -> Callable[[]
     return lambda: LMRedecoder(lm, cfg, vocab_size=vocab_size)
 
 
+def _with_cluster_threshold(config: EngineConfig, measured: float | None) -> EngineConfig:
+    """Use the x-vector model's measured clustering threshold (its verification.json) for new and
+    merged unknown clusters, unless the configuration sets them."""
+    sc = config.speakers
+    if measured is None or sc.new_cluster_threshold is not None:
+        return config
+    merge = sc.merge_threshold if sc.merge_threshold is not None else min(1.0, measured + 0.05)
+    return dataclasses.replace(config, speakers=dataclasses.replace(sc, new_cluster_threshold=measured,
+                                                                    merge_threshold=merge))
+
+
 class Engine:
     """Holds the shared `ModelSide`, the configuration and the enrolled voiceprints."""
 
@@ -73,7 +85,7 @@ class Engine:
         if not isinstance(models, ModelSide):
             raise TypeError(f"models must implement engine.model_side.ModelSide, got {type(models).__name__}")
         self.models = models
-        self.config = config or EngineConfig()
+        self.config = _with_cluster_threshold(config or EngineConfig(), getattr(models, "sv_cluster_threshold", None))
         self.speakers = speakers
         self.lm_factory = _lm_factory(lm, models, self.config)
         self._voiceprint_threshold = voiceprint_threshold

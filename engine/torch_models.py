@@ -71,6 +71,8 @@ class TorchModels:
         self.shared = any({"ctc", "diar"} <= set(g.heads) for g in groups)
         self.fingerprint = getattr(embedder, "fingerprint", "") if embedder is not None else ""
         self.sv_threshold = float(embedder.threshold) if embedder is not None else None
+        calibration = getattr(embedder, "calibration", None)
+        self.sv_cluster_threshold = getattr(calibration, "cluster_threshold", None)
 
     @classmethod
     def load(cls, asr: str | Path | None = None, diar: str | Path | None = None, sv: str | Path | None = None,

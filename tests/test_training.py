@@ -241,3 +241,33 @@ def test_training_waits_while_the_pause_file_exists(tiny_corpus, tmp_path):
     (run / "PAUSE").unlink()
     waiter.join(timeout=5)
     assert not waiter.is_alive() and logs[-1] == "[train] resumed at step 0"
+
+
+def test_clustering_threshold_is_tuned_on_validation_conversations(tiny_corpus, tmp_path):
+    from engine import Engine
+    from engine.calibration import load_calibration
+    from engine.voiceprints import XVectorEmbedder
+    from training.export import export
+    from training.model import ArchConfig
+    from training.train import TrainConfig, Trainer
+    from training.tune_clustering import best_threshold, sweep, tune
+    from training.scoring import DerResult
+
+    trainer = Trainer(tmp_path / "run", Corpus(tiny_corpus), ArchConfig.tiny(), TrainConfig.smoke())
+    export(trainer.model.eval(), tmp_path / "m")
+    sv = tmp_path / "m" / "sv"
+    with pytest.raises(FileNotFoundError, match="calibrate the verification threshold first"):
+        tune(tmp_path / "m", Corpus(tiny_corpus), count=1, grid=(0.5,), log=lambda s: None)
+    fingerprint = XVectorEmbedder(str(sv)).fingerprint
+    (sv / "verification.json").write_text(json.dumps({"threshold": 0.9, "fingerprint": fingerprint}))
+    written = tune(tmp_path / "m", Corpus(tiny_corpus), count=2, grid=(0.3, 0.6, 0.9), log=lambda s: None)
+    assert written["threshold"] in (0.3, 0.6, 0.9) and set(written["der_by_threshold"]) == {"0.30", "0.60", "0.90"}
+    assert written["der"] == min(written["der_by_threshold"].values())
+    data = json.loads((sv / "verification.json").read_text())
+    assert data["threshold"] == 0.9 and data["clustering"]["conversations"] == 2  # the rest is kept
+    assert load_calibration(sv, fingerprint).cluster_threshold == written["threshold"]
+    engine = Engine.from_checkpoints(asr=str(tmp_path / "m" / "ctc"), diar=str(tmp_path / "m" / "sd"), sv=str(sv))
+    assert engine.config.speakers.new_cluster_threshold == written["threshold"]
+    # ties go to the threshold nearest the verification threshold
+    same = DerResult(10.0, 1.0, 1.0, 1.0)
+    assert best_threshold({0.3: same, 0.8: same, 0.95: DerResult(10.0, 5.0, 0.0, 0.0)}, 0.9) == 0.8

@@ -173,3 +173,29 @@ def test_clips_are_read_as_16k_mono(tmp_path):
     sf.write(tmp_path / "x.wav", soxr.resample(stereo, SAMPLE_RATE, 44100), 44100)
     clip = read_clip(tmp_path / "x.wav")
     assert clip.dtype == np.float32 and clip.ndim == 1 and abs(clip.size - SAMPLE_RATE) <= 2
+
+
+def test_clustering_threshold_in_verification_json(tmp_path):
+    base = {"threshold": 0.8, "fingerprint": "x"}
+    (tmp_path / "verification.json").write_text(json.dumps(base))
+    assert load_calibration(tmp_path, "x").cluster_threshold is None
+    (tmp_path / "verification.json").write_text(json.dumps({**base, "clustering": {"threshold": 0.55, "der": 0.2}}))
+    assert load_calibration(tmp_path, "x").cluster_threshold == 0.55
+    for bad in ({"threshold": 1.5}, {"threshold": "low"}, {}, 0.5):
+        (tmp_path / "verification.json").write_text(json.dumps({**base, "clustering": bad}))
+        with pytest.raises(ValueError, match="'clustering.threshold' must be a number in"):
+            load_calibration(tmp_path, "x")
+
+
+def test_engine_clusters_with_the_models_measured_threshold_unless_configured():
+    from engine import Engine, EngineConfig
+    from engine.config import SpeakerConfig
+    from engine.fakes import ScriptedModels
+
+    models = ScriptedModels(num_speakers=2)
+    assert Engine(models).config.speakers.new_cluster_threshold is None  # none measured: verification threshold
+    models.sv_cluster_threshold = 0.6
+    speakers = Engine(models).config.speakers
+    assert speakers.new_cluster_threshold == 0.6 and speakers.merge_threshold == pytest.approx(0.65)
+    mine = EngineConfig(speakers=SpeakerConfig(new_cluster_threshold=0.7))
+    assert Engine(models, mine).config.speakers.new_cluster_threshold == 0.7

@@ -166,18 +166,25 @@ def write_mixture(out_dir: Path, name: str, mixture: Mixture) -> None:
 
 def make_test_conversations(corpus: "Corpus", spec: CorpusSpec) -> list[tuple[str, Mixture]]:
     """Build the test conversations (2-4 held-out speakers each) from test-split utterances."""
-    rng = np.random.default_rng([spec.seed, 77])
-    by_spk = corpus.by_speaker("test")
+    return make_conversations(corpus, spec, "test", spec.conversations, seed_tag=77)
+
+
+def make_conversations(corpus: "Corpus", spec: CorpusSpec, split: str, count: int,
+                       seed_tag: int) -> list[tuple[str, Mixture]]:
+    """`count` conversations of 2-4 speakers of `split` (validation ones tune the engine's
+    clustering threshold; test ones are written with the corpus), seeded by (spec.seed, seed_tag)."""
+    rng = np.random.default_rng([spec.seed, seed_tag])
+    by_spk = corpus.by_speaker(split)
     names = sorted(by_spk)
     out = []
-    for i in range(spec.conversations):
+    for i in range(count):
         n_spk = min(int(rng.integers(2, 5)), len(names))
         chosen = [names[j] for j in rng.choice(len(names), n_spk, replace=False)]
         pools = {}
         for name in chosen:
             idx = list(by_spk[name])
             rng.shuffle(idx)
-            pools[name] = [(corpus.audio("test", j), corpus.rows["test"][j]["text"]) for j in idx]
+            pools[name] = [(corpus.audio(split, j), corpus.rows[split][j]["text"]) for j in idx]
         target = int(rng.uniform(*spec.conversation_s) * SAMPLE_RATE)
         mix = build_conversation(rng, pools, target, overlap_prob=0.3, gain_db=(-3.0, 0.0))
         out.append((f"conv{i:02d}", Mixture(augment(rng, mix.audio, strength=0.3), mix.segments)))

@@ -387,6 +387,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="comma list of engine dtypes for --streaming (fp32 is the reported one; e.g. fp32,bf16)")
     parser.add_argument("--calibrate", action="store_true",
                         help="first write SV/verification.json from the validation speakers (engine.calibration)")
+    parser.add_argument("--tune-clustering", action="store_true",
+                        help="measure the engine's clustering threshold on validation conversations "
+                             "(training.tune_clustering; writes clustering.threshold into sv/verification.json)")
     parser.add_argument("--tune-lm", action="store_true",
                         help="first choose the LM weights on validation utterances (writes ctc/lm_weights.json)")
     parser.add_argument("--cli", action="store_true",
@@ -423,6 +426,11 @@ def main(argv: list[str] | None = None) -> None:
         trials = write_trials(corpus, "val", args.trials_dir / "val")
         if calibrate(["--sv-model", str(args.model / "sv"), "--trials", str(trials)]) != 0:
             raise SystemExit("calibration failed (see above)")
+    if args.tune_clustering:  # after --calibrate, which rewrites verification.json
+        from training.tune_clustering import tune
+
+        results["clustering"] = tune(args.model, corpus)
+        print(json.dumps(results["clustering"], indent=1), flush=True)
     results["sv_service"] = evaluate_sv_service(args.model, corpus)
     print(json.dumps(results["sv_service"], indent=1), flush=True)
     if args.cli:
