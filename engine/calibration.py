@@ -59,6 +59,9 @@ class Calibration:
     # `threshold`). Measured separately (training.tune_clustering): runs are embedded from 1-8 s
     # of conversation speech, not from 5 s enrollments, so their same-speaker scores sit lower.
     cluster_threshold: float | None = None
+    # Cosine below which 1 s of a run's new speech, against the run's x-vector, splits the run at
+    # a speaker change (None: not measured, no splitting); measured with `cluster_threshold`.
+    change_threshold: float | None = None
 
     @staticmethod
     def given(threshold: float, note: str = "set by the caller") -> Calibration:
@@ -99,12 +102,16 @@ def load_calibration(model_dir: str | os.PathLike[str], fingerprint: str) -> Cal
         )
     eer = data.get("eer")
     clustering = data.get("clustering")
-    cluster_threshold = None
+    cluster_threshold = change_threshold = None
     if clustering is not None:
         value = clustering.get("threshold") if isinstance(clustering, dict) else None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1.0 <= value <= 1.0:
+        if not _is_cosine(value):
             raise ValueError(f"{path}: 'clustering.threshold' must be a number in [-1, 1], got {value!r}")
         cluster_threshold = float(value)
+        change = clustering.get("change_threshold")
+        if change is not None and not _is_cosine(change):
+            raise ValueError(f"{path}: 'clustering.change_threshold' must be null or a number in [-1, 1], got {change!r}")
+        change_threshold = None if change is None else float(change)
     return Calibration(
         threshold=float(threshold),
         calibrated=True,
@@ -115,7 +122,12 @@ def load_calibration(model_dir: str | os.PathLike[str], fingerprint: str) -> Cal
         n_impostor=int(data.get("n_impostor", 0)),
         note=str(path),
         cluster_threshold=cluster_threshold,
+        change_threshold=change_threshold,
     )
+
+
+def _is_cosine(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and -1.0 <= value <= 1.0
 
 
 # -- error rates -------------------------------------------------------------------------------

@@ -106,6 +106,12 @@ class SpeakerConfig:
     centroid_momentum: float = 0.8  # weight of the old centroid on update
     cluster_audio_samples: int = 30 * SAMPLE_RATE  # audio kept per cluster for later enrollment
     activity_every_windows: int = 1  # emit SpeakerActivity for every settled window span
+    # speaker change inside a run: every this much new clean speech is embedded on its own ...
+    change_check_samples: int = 16_000  # 1 s
+    # ... and a cosine to the run's x-vector below this splits the run (None: the value measured
+    # for the x-vector model, `clustering.change_threshold` in its verification.json, else never;
+    # -1: never)
+    change_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.offset <= self.onset < 1.0:
@@ -120,7 +126,9 @@ class SpeakerConfig:
             )
         if self.embed_growth <= 1.0:
             raise ValueError(f"embed_growth must be > 1, got {self.embed_growth}")
-        for name in ("new_cluster_threshold", "merge_threshold", "centroid_momentum"):
+        if self.change_check_samples < 8000:
+            raise ValueError(f"change_check_samples must be >= 8000, got {self.change_check_samples}")
+        for name in ("new_cluster_threshold", "merge_threshold", "centroid_momentum", "change_threshold"):
             v = getattr(self, name)
             if v is not None and not -1.0 <= v <= 1.0:
                 raise ValueError(f"{name} must lie in [-1, 1], got {v}")

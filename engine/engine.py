@@ -66,15 +66,22 @@ def _lm_factory(lm: Any, models: ModelSide, config: EngineConfig) -> Callable[[]
     return lambda: LMRedecoder(lm, cfg, vocab_size=vocab_size)
 
 
-def _with_cluster_threshold(config: EngineConfig, measured: float | None) -> EngineConfig:
-    """Use the x-vector model's measured clustering threshold (its verification.json) for new and
-    merged unknown clusters, unless the configuration sets them."""
+def _with_measured_clustering(config: EngineConfig, models: Any) -> EngineConfig:
+    """Use the x-vector model's measured clustering and speaker-change thresholds (its
+    verification.json) where the configuration leaves them unset."""
     sc = config.speakers
-    if measured is None or sc.new_cluster_threshold is not None:
+    cluster = getattr(models, "sv_cluster_threshold", None)
+    change = getattr(models, "sv_change_threshold", None)
+    changes: dict[str, float] = {}
+    if cluster is not None and sc.new_cluster_threshold is None:
+        changes["new_cluster_threshold"] = cluster
+        if sc.merge_threshold is None:
+            changes["merge_threshold"] = min(1.0, cluster + 0.05)
+    if change is not None and sc.change_threshold is None:
+        changes["change_threshold"] = change
+    if not changes:
         return config
-    merge = sc.merge_threshold if sc.merge_threshold is not None else min(1.0, measured + 0.05)
-    return dataclasses.replace(config, speakers=dataclasses.replace(sc, new_cluster_threshold=measured,
-                                                                    merge_threshold=merge))
+    return dataclasses.replace(config, speakers=dataclasses.replace(sc, **changes))
 
 
 class Engine:
@@ -85,7 +92,7 @@ class Engine:
         if not isinstance(models, ModelSide):
             raise TypeError(f"models must implement engine.model_side.ModelSide, got {type(models).__name__}")
         self.models = models
-        self.config = _with_cluster_threshold(config or EngineConfig(), getattr(models, "sv_cluster_threshold", None))
+        self.config = _with_measured_clustering(config or EngineConfig(), models)
         self.speakers = speakers
         self.lm_factory = _lm_factory(lm, models, self.config)
         self._voiceprint_threshold = voiceprint_threshold

@@ -117,6 +117,10 @@ class Run:
     clean_samples: int = 0
     next_embed_at: int = 0
     embeddings: int = 0
+    vector: np.ndarray | None = None  # unit embedding of the run's latest x-vector
+    segment: list[np.ndarray] = field(default_factory=list)  # clean speech since the last change check
+    segment_samples: int = 0
+    segment_start: int | None = None  # frame of the segment's first clean piece
 
 
 class ChannelTurns:
@@ -357,6 +361,9 @@ class SpeakerTracker:
                 piece = samples[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]
                 if self.open_runs[c] is not None:
                     self._add_clean(self.open_runs[c], piece)
+                    e2, r2 = self._check_change(c, f)
+                    events += e2
+                    relabels.update(r2)
                 else:
                     self.pending_clean[c].append(piece.copy())
         for run in self.open_runs:
@@ -396,6 +403,37 @@ class SpeakerTracker:
         while run.clean and run.clean_samples - len(run.clean[0]) >= self.cfg.embed_max_samples:
             run.clean_samples -= len(run.clean.pop(0))
 
+    def _check_change(self, channel: int, frame: int) -> tuple[list, dict[str, str]]:
+        """Speaker change inside a run: once the run has an x-vector, every `change_check_samples`
+        of new clean speech are embedded on their own; a cosine to the run's x-vector below
+        `change_threshold` splits the run where that speech began (the channel stays on)."""
+        run = self.open_runs[channel]
+        threshold = self.cfg.change_threshold
+        if run is None or threshold is None or self.embed is None or not self.reembed:
+            return [], {}
+        piece = run.clean[-1]
+        if run.segment_start is None:
+            run.segment_start = frame
+        run.segment.append(piece)
+        run.segment_samples += len(piece)
+        if run.segment_samples < self.cfg.change_check_samples:
+            return [], {}
+        segment, start = run.segment, run.segment_start
+        run.segment, run.segment_samples, run.segment_start = [], 0, None
+        if run.vector is None:
+            return [], {}
+        audio = np.concatenate(segment)
+        if float(run.vector @ _unit(self.embed(audio))) >= threshold:
+            return [], {}
+        events, relabels = self._close(channel, start)
+        self._open(channel, start)
+        new = self.open_runs[channel]
+        for p in segment:
+            self._add_clean(new, p)
+        self._mark(channel, new.run_id, start, frame + 1)
+        e2, r2 = self._maybe_embed(new)
+        return events + e2, {**relabels, **r2}
+
     def _close(self, channel: int, end: int) -> tuple[list, dict[str, str]]:
         run = self.open_runs[channel]
         assert run is not None
@@ -427,7 +465,9 @@ class SpeakerTracker:
         if self.embed is None:
             return [], {}
         audio = np.concatenate(run.clean)
-        cluster, match, merged = self.clusters.assign(self.embed(audio))
+        vector = self.embed(audio)
+        run.vector = _unit(vector)
+        cluster, match, merged = self.clusters.assign(vector)
         self.clusters.add_audio(cluster, audio[-min(len(audio), FRAME_SAMPLES * 50) :])
         run.embeddings += 1
         run.next_embed_at = (

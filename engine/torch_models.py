@@ -73,6 +73,7 @@ class TorchModels:
         self.sv_threshold = float(embedder.threshold) if embedder is not None else None
         calibration = getattr(embedder, "calibration", None)
         self.sv_cluster_threshold = getattr(calibration, "cluster_threshold", None)
+        self.sv_change_threshold = getattr(calibration, "change_threshold", None)
 
     @classmethod
     def load(cls, asr: str | Path | None = None, diar: str | Path | None = None, sv: str | Path | None = None,

@@ -195,3 +195,29 @@ def test_voiceprint_service_seeds_new_streams():
     assert engine.new_stream().speakers() == ["alice", "bob"]  # enrolled later: next stream knows
     with pytest.raises(TypeError, match="VoiceprintService"):
         Engine(models, speakers=42).new_stream()
+
+
+class SpeakerBlindActivity(ScriptedModels):
+    """A diarization head that puts every voice on channel 0 (one channel, no pause between voices)."""
+
+    def _activity(self, speakers, seed):
+        probs = np.full((len(speakers), self.num_speakers), 0.03, dtype=np.float32)
+        probs[speakers != 0, 0] = 0.97
+        return probs
+
+
+@pytest.mark.parametrize("change_threshold", [-1.0, 0.5])
+def test_a_voice_change_inside_one_channel_splits_the_run(change_threshold):
+    words = " ".join(["alpha bravo charlie delta echo foxtrot"] * 3)  # ~8 s per voice
+    frames = script([(0, words), (1, words)], gap_frames=0)
+    change_frame = next(i for i, f in enumerate(frames) if f.speakers == 2)
+    cfg = EngineConfig(speakers=SpeakerConfig(new_cluster_threshold=0.6, change_threshold=change_threshold))
+    stream = Engine(SpeakerBlindActivity(num_speakers=2, noise=0.05), cfg).new_stream()
+    turns = [e for e in stream.accept(frames_to_audio(frames)) + stream.flush() if isinstance(e, SpeakerTurn)]
+    if change_threshold < 0:  # off: one run, one label for both voices
+        assert len(turns) == 1
+        return
+    assert len(turns) == 2 and turns[0].speaker != turns[1].speaker
+    assert turns[0].end_frame == turns[1].start_frame  # the channel stayed on
+    # split where the 1 s of speech that first sounded different began: within 1 s of the change
+    assert abs(turns[1].start_frame - change_frame) <= 50

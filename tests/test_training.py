@@ -257,17 +257,21 @@ def test_clustering_threshold_is_tuned_on_validation_conversations(tiny_corpus, 
     export(trainer.model.eval(), tmp_path / "m")
     sv = tmp_path / "m" / "sv"
     with pytest.raises(FileNotFoundError, match="calibrate the verification threshold first"):
-        tune(tmp_path / "m", Corpus(tiny_corpus), count=1, grid=(0.5,), log=lambda s: None)
+        tune(tmp_path / "m", Corpus(tiny_corpus), count=1, grid=(0.5,), change_grid=(None,), log=lambda s: None)
     fingerprint = XVectorEmbedder(str(sv)).fingerprint
     (sv / "verification.json").write_text(json.dumps({"threshold": 0.9, "fingerprint": fingerprint}))
-    written = tune(tmp_path / "m", Corpus(tiny_corpus), count=2, grid=(0.3, 0.6, 0.9), log=lambda s: None)
-    assert written["threshold"] in (0.3, 0.6, 0.9) and set(written["der_by_threshold"]) == {"0.30", "0.60", "0.90"}
+    written = tune(tmp_path / "m", Corpus(tiny_corpus), count=2, grid=(0.3, 0.9), change_grid=(None, 0.4),
+                   log=lambda s: None)
+    assert written["threshold"] in (0.3, 0.9) and written["change_threshold"] in (None, 0.4)
+    assert set(written["der_by_threshold"]) == {"0.30/off", "0.90/off", "0.30/0.40", "0.90/0.40"}
     assert written["der"] == min(written["der_by_threshold"].values())
     data = json.loads((sv / "verification.json").read_text())
     assert data["threshold"] == 0.9 and data["clustering"]["conversations"] == 2  # the rest is kept
-    assert load_calibration(sv, fingerprint).cluster_threshold == written["threshold"]
+    cal = load_calibration(sv, fingerprint)
+    assert (cal.cluster_threshold, cal.change_threshold) == (written["threshold"], written["change_threshold"])
     engine = Engine.from_checkpoints(asr=str(tmp_path / "m" / "ctc"), diar=str(tmp_path / "m" / "sd"), sv=str(sv))
     assert engine.config.speakers.new_cluster_threshold == written["threshold"]
-    # ties go to the threshold nearest the verification threshold
+    # ties go to no splitting, then to the clustering threshold nearest the verification threshold
     same = DerResult(10.0, 1.0, 1.0, 1.0)
-    assert best_threshold({0.3: same, 0.8: same, 0.95: DerResult(10.0, 5.0, 0.0, 0.0)}, 0.9) == 0.8
+    assert best_threshold({(0.3, None): same, (0.8, None): same, (0.8, 0.4): same,
+                           (0.95, None): DerResult(10.0, 5.0, 0.0, 0.0)}, 0.9) == (0.8, None)

@@ -180,7 +180,13 @@ def test_clustering_threshold_in_verification_json(tmp_path):
     (tmp_path / "verification.json").write_text(json.dumps(base))
     assert load_calibration(tmp_path, "x").cluster_threshold is None
     (tmp_path / "verification.json").write_text(json.dumps({**base, "clustering": {"threshold": 0.55, "der": 0.2}}))
-    assert load_calibration(tmp_path, "x").cluster_threshold == 0.55
+    cal = load_calibration(tmp_path, "x")
+    assert cal.cluster_threshold == 0.55 and cal.change_threshold is None
+    (tmp_path / "verification.json").write_text(json.dumps({**base, "clustering": {"threshold": 0.5, "change_threshold": 0.3}}))
+    assert load_calibration(tmp_path, "x").change_threshold == 0.3
+    (tmp_path / "verification.json").write_text(json.dumps({**base, "clustering": {"threshold": 0.5, "change_threshold": 2}}))
+    with pytest.raises(ValueError, match="'clustering.change_threshold' must be null or a number in"):
+        load_calibration(tmp_path, "x")
     for bad in ({"threshold": 1.5}, {"threshold": "low"}, {}, 0.5):
         (tmp_path / "verification.json").write_text(json.dumps({**base, "clustering": bad}))
         with pytest.raises(ValueError, match="'clustering.threshold' must be a number in"):
@@ -194,8 +200,10 @@ def test_engine_clusters_with_the_models_measured_threshold_unless_configured():
 
     models = ScriptedModels(num_speakers=2)
     assert Engine(models).config.speakers.new_cluster_threshold is None  # none measured: verification threshold
-    models.sv_cluster_threshold = 0.6
+    models.sv_cluster_threshold, models.sv_change_threshold = 0.6, 0.3
     speakers = Engine(models).config.speakers
     assert speakers.new_cluster_threshold == 0.6 and speakers.merge_threshold == pytest.approx(0.65)
-    mine = EngineConfig(speakers=SpeakerConfig(new_cluster_threshold=0.7))
+    assert speakers.change_threshold == 0.3
+    mine = EngineConfig(speakers=SpeakerConfig(new_cluster_threshold=0.7, change_threshold=-1.0))
     assert Engine(models, mine).config.speakers.new_cluster_threshold == 0.7
+    assert Engine(models, mine).config.speakers.change_threshold == -1.0

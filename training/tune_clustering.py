@@ -1,4 +1,4 @@
-"""Measure the engine's clustering threshold for an x-vector model on validation conversations.
+"""Measure the engine's clustering and speaker-change thresholds for an x-vector model on validation conversations.
 
     python -m training.tune_clustering --model models/embedded --corpus /work/runs/corpus [--conversations 10]
 
@@ -9,12 +9,17 @@ wrong yardstick for this. Runs are embedded from 1-8 s of conversation speech, s
 same-speaker cosines sit lower, and a threshold that is too high splits one voice into several
 clusters.
 
+The speaker-change threshold splits a run when 1 s of its new speech, embedded on its own, has a
+cosine to the run's x-vector below it. That catches one channel of the speaker-activity head
+passing from one voice to the next without a pause.
+
 This tool builds conversations of 2-4 *validation* speakers (held out from training and from the
-test conversations). It runs them through the streaming engine with the model's three heads at
-each candidate threshold and scores DER (0.25 s collar, overlap scored). The threshold with the
-lowest DER is written as `clustering.threshold` into `sv/verification.json`, which the engine
-reads (`engine.calibration.Calibration.cluster_threshold`). Model outputs do not depend on the
-threshold, so each window and embedding is computed once and reused for every candidate.
+test conversations). It runs them through the streaming engine with the model's three heads for
+each pair of candidate thresholds and scores DER (0.25 s collar, overlap scored). The pair with the
+lowest DER is written as `clustering.threshold` and `clustering.change_threshold` (null: no
+splitting) into `sv/verification.json`, which the engine reads
+(`engine.calibration.Calibration`). Model outputs do not depend on the thresholds, so each window
+and embedding is computed once and reused for every candidate.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ from training.corpus import Corpus, CorpusSpec, make_conversations
 from training.evaluate_stream import _run_stream, turn_segments
 from training.scoring import DerResult, diarization_error
 
-DEFAULT_GRID = tuple(round(0.30 + 0.05 * i, 2) for i in range(14))  # 0.30 .. 0.95
+DEFAULT_GRID = tuple(round(0.30 + 0.05 * i, 2) for i in range(13))  # 0.30 .. 0.90
+CHANGE_GRID = (None, 0.2, 0.3, 0.4, 0.5)  # None: no splitting
 VAL_SEED_TAG = 78  # the test conversations use 77
 
 
@@ -65,8 +71,12 @@ class CachedModels:
         return self._embeddings[key]
 
 
-def sweep(model_dir: Path, conversations: list, grid: tuple[float, ...], log=print) -> dict[float, DerResult]:
-    """DER over `conversations` [(name, Mixture)] for each clustering threshold in `grid`."""
+Candidate = tuple[float, "float | None"]  # (clustering threshold, change threshold or None)
+
+
+def sweep(model_dir: Path, conversations: list, grid: tuple[float, ...],
+          change_grid: tuple[float | None, ...] = CHANGE_GRID, log=print) -> dict[Candidate, DerResult]:
+    """DER over `conversations` [(name, Mixture)] for each (clustering, change) threshold pair."""
     from engine import Engine, EngineConfig
     from engine.config import SpeakerConfig
     from engine.torch_models import TorchModels
@@ -74,29 +84,32 @@ def sweep(model_dir: Path, conversations: list, grid: tuple[float, ...], log=pri
     models = CachedModels(TorchModels.load(asr=str(model_dir / "ctc"), diar=str(model_dir / "sd"),
                                            sv=str(model_dir / "sv")))
     results = {}
-    for t in grid:
-        t0 = time.monotonic()
-        cfg = EngineConfig(speakers=SpeakerConfig(new_cluster_threshold=t, merge_threshold=min(1.0, t + 0.05)))
-        engine = Engine(models, cfg, voiceprint_threshold=models.sv_threshold)
-        total = DerResult(0, 0, 0, 0)
-        for _, mix in conversations:
-            hyp = turn_segments(_run_stream(engine.new_stream(), mix.audio.astype(np.float32)))
-            total = total + diarization_error(mix.segments, hyp)
-        results[t] = total
-        log(f"[tune_clustering] threshold {t:.2f}: DER {total.der:.4f} (confusion "
-            f"{total.confusion_s / max(total.scored_s, 1e-9):.4f}) {time.monotonic() - t0:.0f} s")
+    for change in change_grid:
+        for t in grid:
+            t0 = time.monotonic()
+            speakers = SpeakerConfig(new_cluster_threshold=t, merge_threshold=min(1.0, t + 0.05),
+                                     change_threshold=-1.0 if change is None else change)
+            engine = Engine(models, EngineConfig(speakers=speakers), voiceprint_threshold=models.sv_threshold)
+            total = DerResult(0, 0, 0, 0)
+            for _, mix in conversations:
+                hyp = turn_segments(_run_stream(engine.new_stream(), mix.audio.astype(np.float32)))
+                total = total + diarization_error(mix.segments, hyp)
+            results[(t, change)] = total
+            log(f"[tune_clustering] clustering {t:.2f}, change {change}: DER {total.der:.4f} (confusion "
+                f"{total.confusion_s / max(total.scored_s, 1e-9):.4f}) {time.monotonic() - t0:.0f} s")
     return results
 
 
-def best_threshold(results: dict[float, DerResult], verification: float) -> float:
-    """Lowest DER; ties go to the threshold nearest the verification threshold."""
-    return min(results, key=lambda t: (round(results[t].der, 6), abs(t - verification)))
+def best_threshold(results: dict[Candidate, DerResult], verification: float) -> Candidate:
+    """Lowest DER; ties go to no splitting, then to the clustering threshold nearest the verification one."""
+    return min(results, key=lambda c: (round(results[c].der, 6), c[1] is not None, abs(c[0] - verification)))
 
 
 def tune(model_dir: Path, corpus: Corpus, count: int = 10, grid: tuple[float, ...] = DEFAULT_GRID,
-         log=print) -> dict:
+         change_grid: tuple[float | None, ...] = CHANGE_GRID, log=print) -> dict:
     """Sweep, then write `clustering` into model_dir/sv/verification.json; returns what was written."""
     from engine.calibration import VERIFICATION_FILE, write_verification_json
+    from engine.config import SpeakerConfig
 
     path = model_dir / "sv" / VERIFICATION_FILE
     if not path.is_file():
@@ -105,14 +118,20 @@ def tune(model_dir: Path, corpus: Corpus, count: int = 10, grid: tuple[float, ..
     meta = json.loads((corpus.root / "meta.json").read_text(encoding="utf-8"))
     spec = CorpusSpec(seed=int(meta["spec"]["seed"]), conversation_s=tuple(meta["spec"]["conversation_s"]))
     conversations = make_conversations(corpus, spec, "val", count, seed_tag=VAL_SEED_TAG)
-    results = sweep(model_dir, conversations, grid, log)
+    results = sweep(model_dir, conversations, grid, change_grid, log)
     best = best_threshold(results, float(data["threshold"]))
     r = results[best]
+    no_split = min((c for c in results if c[1] is None), key=lambda c: results[c].der, default=None)
     data["clustering"] = {
-        "threshold": best,
+        "threshold": best[0],
+        "change_threshold": best[1],
+        "change_check_samples": SpeakerConfig().change_check_samples,
         "der": round(r.der, 4),
         "confusion": round(r.confusion_s / max(r.scored_s, 1e-9), 4),
-        "der_by_threshold": {f"{t:.2f}": round(v.der, 4) for t, v in results.items()},
+        "best_without_splitting": None if no_split is None else
+        {"threshold": no_split[0], "der": round(results[no_split].der, 4)},
+        "der_by_threshold": {f"{t:.2f}/{'off' if c is None else f'{c:.2f}'}": round(v.der, 4)
+                             for (t, c), v in results.items()},
         "conversations": len(conversations),
         "audio_s": round(sum(len(m.audio) for _, m in conversations) / 16000, 1),
         "split": "val",
