@@ -104,15 +104,6 @@ def make_audio(seconds: float, path: Path) -> Path:
     return path
 
 
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: without them CPU bf16 matmuls are emulated and far slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
-
-
 def bf16_probe(ckpt: str) -> dict:
     """One 2.3 s caption window in fp32 and bf16 (for CPUs without native bf16)."""
     import torch
@@ -358,6 +349,8 @@ def main() -> int:
     results = {}
     live: dict[str, dict] = {}
     dtypes = a.dtypes.split(",")
+    from models.hardware import cpu_has_native_bf16
+
     if "bf16" in dtypes and not cpu_has_native_bf16() and not a.force_bf16:
         probe = bf16_probe(str(root / "ctc"))
         print(f"# this CPU has no AVX512-BF16/AMX: bf16 is emulated; one caption window: {json.dumps(probe)}; "

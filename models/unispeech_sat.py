@@ -15,6 +15,7 @@ from torch import nn
 
 from models.config import UniSpeechSatConfig
 from models.feature_encoder import ACTIVATIONS, FeatureEncoder, params_key
+from models.hardware import cpu_has_native_bf16
 from models.loading import PretrainedMixin
 from models.outputs import (
     CausalLMOutput,
@@ -93,8 +94,10 @@ class PositionalConvEmbedding(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         x = h.transpose(1, 2)  # (B,H,T)
-        # CPU has no fast low-precision grouped conv: run it in float32 and cast back.
-        dtype = torch.float32 if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16) else x.dtype
+        # Without native bf16 (AVX512-BF16/AMX) a CPU has no fast low-precision grouped conv: run
+        # it in float32 and cast back. With it, bf16 takes 14 ms instead of 28-44 ms (base, 8 s).
+        emulated = x.dtype == torch.float16 or (x.dtype == torch.bfloat16 and not cpu_has_native_bf16())
+        dtype = torch.float32 if x.device.type == "cpu" and emulated else x.dtype
         bias = self.conv.bias.to(dtype) if self.conv.bias is not None else None
         x = F.conv1d(x.to(dtype), self.weight(dtype), bias, padding=self.conv.padding, groups=self.conv.groups)
         if self.remove_last:
