@@ -342,29 +342,36 @@ def markdown_report(results: dict, command: str) -> str:
     lines = ["# Evaluation of the embedded model", "",
              f"Measured with `{command}` on the held-out synthetic test split (voices and sentences",
              "never seen in training) and the everyday sentences written for the test set.", "",
-             "| measure | set | offline | streaming (engine defaults) |", "|---|---|---|---|"]
+             "| measure | set | offline | streaming (engine defaults) | streaming in bf16 |", "|---|---|---|---|---|"]
     stream = results.get("streaming", {})
+    bf16 = results.get("streaming_bf16", {})
     for name, r in results["asr_offline"].items():
-        s = stream.get(name, {})
-        lines.append(f"| CER greedy | {name} ({r['utterances']} utt.) | {pct(r['cer_greedy'])} | {pct(s.get('cer_greedy'))} |")
-        lines.append(f"| WER greedy | {name} | {pct(r['wer_greedy'])} | {pct(s.get('wer_greedy'))} |")
-        lines.append(f"| CER with LM | {name} | {pct(r.get('cer_lm'))} | {pct(s.get('cer_lm'))} |")
-        lines.append(f"| WER with LM | {name} | {pct(r.get('wer_lm'))} | {pct(s.get('wer_lm'))} |")
+        s, b = stream.get(name, {}), bf16.get(name, {})
+        for label, key in (("CER greedy", "cer_greedy"), ("WER greedy", "wer_greedy"), ("CER with LM", "cer_lm"),
+                           ("WER with LM", "wer_lm")):
+            where = f"{name} ({r['utterances']} utt.)" if key == "cer_greedy" else name
+            lines.append(f"| {label} | {where} | {pct(r.get(key))} | {pct(s.get(key))} | {pct(b.get(key))} |")
     der = results.get("der_offline", {})
     sder = stream.get("der", {})
     lines.append(f"| DER (0.25 s collar, overlap scored) | {der.get('files')} test conversations | "
-                 f"{pct(der.get('der'))} | {pct(sder.get('der'))} |")
+                 f"{pct(der.get('der'))} | {pct(sder.get('der'))} | {pct(bf16.get('der', {}).get('der'))} |")
     sv = results.get("sv_service", {})
     lines.append(f"| EER (app verification path) | {sv.get('target_trials')} target / {sv.get('impostor_trials')} "
-                 f"impostor trials | {pct(sv.get('eer'))} | same |")
+                 f"impostor trials | {pct(sv.get('eer'))} | same | |")
     cli = results.get("sv_cli")
     if cli:
         lines.append(f"| EER (`run_live.py enroll` / `identify` / `verify` subprocesses) | {cli['speakers']} test speakers, "
-                     f"{cli['target_trials']} target / {cli['impostor_trials']} impostor trials | {pct(cli['eer'])} | same |")
+                     f"{cli['target_trials']} target / {cli['impostor_trials']} impostor trials | {pct(cli['eer'])} | same | |")
         lines.append(f"| FAR / FRR at the CLI's threshold {cli['cli_threshold']:.4f} | same trials | "
-                     f"{pct(cli['far_at_cli_threshold'])} / {pct(cli['frr_at_cli_threshold'])} | same |")
+                     f"{pct(cli['far_at_cli_threshold'])} / {pct(cli['frr_at_cli_threshold'])} | same | |")
     off = results.get("sv_offline", {})
-    lines.append(f"| EER (3-clip enrolment, cosine) | {off.get('speakers')} held-out speakers | {pct(off.get('eer'))} | |")
+    lines.append(f"| EER (3-clip enrolment, cosine) | {off.get('speakers')} held-out speakers | {pct(off.get('eer'))} | | |")
+    clustering = results.get("clustering")
+    if clustering:
+        change = clustering["change_threshold"]
+        lines += ["", f"Speaker clustering (measured on {clustering['conversations']} validation conversations, "
+                  f"`training.tune_clustering`): threshold {clustering['threshold']:.2f}, speaker-change threshold "
+                  f"{'off' if change is None else f'{change:.2f}'}; validation DER {pct(clustering['der'])}."]
     lines += ["", "DER components offline: " + ", ".join(f"{k} {pct(der.get(k))}" for k in ("miss", "false_alarm", "confusion")),
               "" if not sder else "DER components streaming: " + ", ".join(
                   f"{k} {pct(sder.get(k))}" for k in ("miss", "false_alarm", "confusion")),
