@@ -52,7 +52,6 @@ class CachedModels:
         self._embeddings: dict[bytes, np.ndarray] = {}
         for name in ("heads", "shared", "vocab", "num_speakers", "fingerprint", "embedder", "sv_threshold"):
             setattr(self, name, getattr(models, name, None))
-        self.sv_cluster_threshold = None  # the tool sets thresholds explicitly
 
     @staticmethod
     def _key(a: np.ndarray) -> bytes:
