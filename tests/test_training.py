@@ -157,7 +157,10 @@ def test_smoke_training_resume_and_export(tiny_corpus, tmp_path):
     model = load_checkpoint(run / "checkpoint.pt")
     encoder = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     tdnn = model.sv.tdnn[0].kernel.weight.clone()
-    finetune(model, Corpus(tiny_corpus), resumed.sampler.speakers, per_speaker=2, steps=3, batch_speakers=2, log=lambda s: None)
+    finetune(model, Corpus(tiny_corpus), resumed.sampler.speakers, per_speaker=2, steps=3, batch_speakers=2,
+             crop_frames=(20, 40), log=lambda s: None)
+    with pytest.raises(ValueError, match="crop_frames"):
+        finetune(model, Corpus(tiny_corpus), resumed.sampler.speakers, per_speaker=2, steps=1, crop_frames=(50, 50))
     assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in encoder.items())
     assert not torch.equal(tdnn, model.sv.tdnn[0].kernel.weight)
 

@@ -1,6 +1,7 @@
 """Stage 2: train the x-vector head on the frozen shared encoder (the encoder stays identical).
 
     python -m training.finetune_sv --checkpoint /work/runs/main/checkpoint.pt [--per-speaker 4] [--steps 1500]
+                                  [--crop-frames 100 250]
 
 In the multi-task run each of the 740 identities appears in a batch about once per hundred steps,
 too rarely for the AM-softmax head to learn. Here the encoder is frozen, so every layer's output is
@@ -115,11 +116,14 @@ def center_embeddings(model: MultiTaskModel, feats: list[torch.Tensor], rng: np.
 
 def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_speaker: int, steps: int,
              batch_speakers: int = 32, clips: int = 2, lr: float = 2e-3, seed: int = 3,
-             reinit: bool = True, log=print) -> list[dict]:
+             reinit: bool = True, crop_frames: tuple[int, int] = (100, 250), log=print) -> list[dict]:
     """Train the x-vector head on cached encoder features; every 100 steps log and return the
-    mean losses and the validation pair EER."""
+    mean losses and the validation pair EER. Each batch's crops are `crop_frames` (min, max)
+    encoder frames long, drawn per batch: conversation runs are embedded from as little as 1 s."""
     if per_speaker < clips:
         raise ValueError(f"per_speaker ({per_speaker}) must be at least clips per batch ({clips})")
+    if not 0 < crop_frames[0] < crop_frames[1]:
+        raise ValueError(f"crop_frames must be (min, max) with 0 < min < max, got {crop_frames}")
     rng = np.random.default_rng(seed)
     by_spk = corpus.by_speaker("train")
     idx, labels = [], []
@@ -154,7 +158,7 @@ def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_spe
     for step in range(1, steps + 1):
         spk = rng.choice(len(clips_of), size=n_spk, replace=False)
         pick = [int(j) for k in spk for j in rng.choice(clips_of[int(k)], size=clips, replace=False)]
-        emb = head_forward(model, [feats[i] for i in pick], int(rng.integers(100, 250)), rng)
+        emb = head_forward(model, [feats[i] for i in pick], int(rng.integers(*crop_frames)), rng)
         am = sv.objective(emb, labels_t[pick])
         ap = angular_prototypical_loss(emb, clips, ap_w, ap_b)
         loss = am + ap
@@ -185,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--crop-frames", type=int, nargs=2, default=(100, 250), metavar=("MIN", "MAX"),
+                        help="training crops of MIN..MAX encoder frames (20 ms each)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
@@ -193,10 +199,11 @@ def main(argv: list[str] | None = None) -> None:
     encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     speakers = state["speakers"][: args.speakers] if args.speakers else state["speakers"]
     history = finetune(model, Corpus(args.corpus), speakers, args.per_speaker, args.steps, lr=args.lr,
-                       log=lambda s: print(s, flush=True))
+                       crop_frames=tuple(args.crop_frames), log=lambda s: print(s, flush=True))
     assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in encoder_before.items())
     state["model"] = model.state_dict()
     state["sv_finetune"] = {"per_speaker": args.per_speaker, "steps": args.steps, "speakers": len(speakers),
+                            "crop_frames": list(args.crop_frames),
                             "history": history}
     out = args.checkpoint.with_name("checkpoint_sv.pt")
     torch.save(state, out)

@@ -38,7 +38,7 @@ from training.corpus import Corpus, CorpusSpec, make_conversations
 from training.evaluate_stream import _run_stream, turn_segments
 from training.scoring import DerResult, diarization_error
 
-DEFAULT_GRID = tuple(round(0.30 + 0.05 * i, 2) for i in range(13))  # 0.30 .. 0.90
+DEFAULT_GRID = tuple(round(0.15 + 0.05 * i, 2) for i in range(16))  # 0.15 .. 0.90
 CHANGE_GRID = (None, 0.2, 0.3, 0.4, 0.5)  # None: no splitting
 VAL_SEED_TAG = 78  # the test conversations use 77
 
