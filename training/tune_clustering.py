@@ -1,6 +1,6 @@
 """Measure the engine's clustering and speaker-change thresholds for an x-vector model on validation conversations.
 
-    python -m training.tune_clustering --model models/embedded --corpus /work/runs/corpus [--conversations 10]
+    python -m training.tune_clustering --model models/embedded --corpus /work/runs/corpus [--conversations 20]
 
 The engine names a speaker run by clustering its x-vector: a run joins the closest unknown cluster
 when their cosine is at least the clustering threshold, else it starts a new `unknown-N`. The
@@ -104,7 +104,7 @@ def best_threshold(results: dict[Candidate, DerResult], verification: float) -> 
     return min(results, key=lambda c: (round(results[c].der, 6), c[1] is not None, abs(c[0] - verification)))
 
 
-def tune(model_dir: Path, corpus: Corpus, count: int = 10, grid: tuple[float, ...] = DEFAULT_GRID,
+def tune(model_dir: Path, corpus: Corpus, count: int = 20, grid: tuple[float, ...] = DEFAULT_GRID,
          change_grid: tuple[float | None, ...] = CHANGE_GRID, log=print) -> dict:
     """Sweep, then write `clustering` into model_dir/sv/verification.json; returns what was written."""
     from engine.calibration import VERIFICATION_FILE, write_verification_json
@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("models/embedded"), help="folder with ctc/, sd/, sv/")
     parser.add_argument("--corpus", type=Path, default=Path("/work/runs/corpus"))
-    parser.add_argument("--conversations", type=int, default=10)
+    parser.add_argument("--conversations", type=int, default=20,
+                        help="validation conversations scored (more: steadier thresholds, a slower sweep)")
     args = parser.parse_args(argv)
     result = tune(args.model, Corpus(args.corpus), args.conversations)
     print(json.dumps(result, indent=1))
