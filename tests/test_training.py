@@ -22,7 +22,8 @@ from training.corpus import Corpus, CorpusSpec, build, corpus_fingerprint  # noq
 from training.mixing import (  # noqa: E402
     FRAME_HOP_SAMPLES, Segment, build_conversation, frame_count, frame_labels, read_rttm, rttm_lines,
 )
-from training.scoring import char_error_rate, diarization_error, equal_error_rate, word_error_rate  # noqa: E402
+from training.scoring import (  # noqa: E402
+    char_error_rate, diarization_error, equal_error_rate, oracle_named, word_error_rate)
 from training.text import EVERYDAY_SENTENCES, normalize_transcript  # noqa: E402
 
 
@@ -125,6 +126,10 @@ def test_scorers():
     assert confused.confusion_s > 9 and confused.miss_s == 0 and confused.false_alarm_s == 0
     # boundary errors inside the 0.25 s collar are not scored
     assert diarization_error(ref, [Segment("q", 0, 162000), Segment("r", 162000, 320000)]).der == 0.0
+    # naming every turn right leaves only the segmentation error
+    named = oracle_named(ref, [Segment("q", 0, 100000), Segment("q", 100000, 320000), Segment("z", 400000, 410000)])
+    assert [s.speaker for s in named] == ["a", "b", "z"]
+    assert diarization_error(ref, named).confusion_s < confused.confusion_s
     assert equal_error_rate([0.9, 0.8], [0.1, 0.2])[0] == 0.0
     assert equal_error_rate([0.1, 0.2], [0.9, 0.8])[0] == 1.0
 

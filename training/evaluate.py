@@ -374,7 +374,10 @@ def markdown_report(results: dict, command: str) -> str:
                   f"{'off' if change is None else f'{change:.2f}'}; validation DER {pct(clustering['der'])}."]
     lines += ["", "DER components offline: " + ", ".join(f"{k} {pct(der.get(k))}" for k in ("miss", "false_alarm", "confusion")),
               "" if not sder else "DER components streaming: " + ", ".join(
-                  f"{k} {pct(sder.get(k))}" for k in ("miss", "false_alarm", "confusion")),
+                  f"{k} {pct(sder.get(k))}" for k in ("miss", "false_alarm", "confusion"))
+              + ("" if "der_turns_named_right" not in sder else
+                 f"; with every streaming turn named after the reference speaker it overlaps most, DER "
+                 f"{pct(sder['der_turns_named_right'])} (segmentation; the rest is naming)"),
               "", "Scorers: `training/scoring.py` (own implementation; DER follows md-eval rules on a 1 ms grid).",
               "Examples (reference / greedy / with LM):", ""]
     for name, r in results["asr_offline"].items():

@@ -75,6 +75,22 @@ def _activity(segments: list[Segment], n: int) -> tuple[list[str], np.ndarray]:
     return names, act
 
 
+def oracle_named(reference: list[Segment], hypothesis: list[Segment]) -> list[Segment]:
+    """`hypothesis` with every turn renamed to the reference speaker it overlaps most (turns that
+    overlap no reference speech keep their name). Its DER is the part of the error that naming
+    cannot fix: speech detection and turn boundaries, i.e. segmentation."""
+    out = []
+    for h in hypothesis:
+        cover: dict[str, int] = {}
+        for r in reference:
+            ov = min(h.end, r.end) - max(h.start, r.start)
+            if ov > 0:
+                cover[r.speaker] = cover.get(r.speaker, 0) + ov
+        name = max(sorted(cover), key=cover.__getitem__) if cover else h.speaker
+        out.append(Segment(name, h.start, h.end))
+    return out
+
+
 def diarization_error(reference: list[Segment], hypothesis: list[Segment], collar_s: float = 0.25) -> DerResult:
     """DER components of `hypothesis` against `reference` (segments in samples)."""
     end = max([s.end for s in reference] + [s.end for s in hypothesis] + [0]) // MS_SAMPLES + 1
