@@ -119,7 +119,7 @@ def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_spe
              reinit: bool = True, crop_frames: tuple[int, int] = (100, 250), log=print) -> list[dict]:
     """Train the x-vector head on cached encoder features; every 100 steps log and return the
     mean losses and the validation pair EER. Each batch's crops are `crop_frames` (min, max)
-    encoder frames long, drawn per batch: conversation runs are embedded from as little as 1 s."""
+    encoder frames long, drawn per batch (shorter crops were measured: docs/training.md, run 4)."""
     if per_speaker < clips:
         raise ValueError(f"per_speaker ({per_speaker}) must be at least clips per batch ({clips})")
     if not 0 < crop_frames[0] < crop_frames[1]:
