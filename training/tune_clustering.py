@@ -50,7 +50,8 @@ class CachedModels:
         self._models = models
         self._windows: dict[tuple, object] = {}
         self._embeddings: dict[bytes, np.ndarray] = {}
-        for name in ("heads", "shared", "vocab", "num_speakers", "fingerprint", "embedder", "sv_threshold"):
+        for name in ("heads", "shared", "vocab", "num_speakers", "fingerprint", "embedder", "sv_threshold",
+                     "sv_cluster_threshold", "sv_change_threshold"):
             setattr(self, name, getattr(models, name, None))
 
     @staticmethod
