@@ -258,7 +258,7 @@ def test_clustering_threshold_is_tuned_on_validation_conversations(tiny_corpus, 
     from training.export import export
     from training.model import ArchConfig
     from training.train import TrainConfig, Trainer
-    from training.tune_clustering import best_threshold, sweep, tune
+    from training.tune_clustering import VAL_SEED_TAG, best_threshold, build_conversations, score, sweep, tune
     from training.scoring import DerResult
 
     trainer = Trainer(tmp_path / "run", Corpus(tiny_corpus), ArchConfig.tiny(), TrainConfig.smoke())
@@ -279,6 +279,10 @@ def test_clustering_threshold_is_tuned_on_validation_conversations(tiny_corpus, 
     assert (cal.cluster_threshold, cal.change_threshold) == (written["threshold"], written["change_threshold"])
     engine = Engine.from_checkpoints(asr=str(tmp_path / "m" / "ctc"), diar=str(tmp_path / "m" / "sd"), sv=str(sv))
     assert engine.config.speakers.new_cluster_threshold == written["threshold"]
+    # scoring at the measured thresholds reproduces the tuned DER on the same conversations
+    scored = score(tmp_path / "m", build_conversations(Corpus(tiny_corpus), "val", 2, VAL_SEED_TAG))
+    assert scored["der"] == written["der"] and scored["thresholds"]["clustering"] == written["threshold"]
+    assert 0.0 <= scored["der_turns_named_right"] <= 1.0
     # ties go to no splitting, then to the clustering threshold nearest the verification threshold
     same = DerResult(10.0, 1.0, 1.0, 1.0)
     assert best_threshold({(0.3, None): same, (0.8, None): same, (0.8, 0.4): same,

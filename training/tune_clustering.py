@@ -1,6 +1,7 @@
 """Measure the engine's clustering and speaker-change thresholds for an x-vector model on validation conversations.
 
     python -m training.tune_clustering --model models/embedded --corpus /work/runs/corpus [--conversations 20]
+    python -m training.tune_clustering --model DIR --score-only --split test --seed-tag 79 --conversations 40
 
 The engine names a speaker run by clustering its x-vector: a run joins the closest unknown cluster
 when their cosine is at least the clustering threshold, else it starts a new `unknown-N`. The
@@ -36,7 +37,7 @@ import numpy as np
 
 from training.corpus import Corpus, CorpusSpec, make_conversations
 from training.evaluate_stream import _run_stream, turn_segments
-from training.scoring import DerResult, diarization_error
+from training.scoring import DerResult, diarization_error, oracle_named
 
 DEFAULT_GRID = tuple(round(0.15 + 0.05 * i, 2) for i in range(16))  # 0.15 .. 0.90
 CHANGE_GRID = (None, 0.2, 0.3, 0.4, 0.5)  # None: no splitting
@@ -100,6 +101,32 @@ def sweep(model_dir: Path, conversations: list, grid: tuple[float, ...],
     return results
 
 
+def build_conversations(corpus: Corpus, split: str, count: int, seed_tag: int) -> list:
+    """`count` conversations [(name, Mixture)] of 2-4 speakers of `split`, reproducible from the
+    corpus seed and `seed_tag`."""
+    meta = json.loads((corpus.root / "meta.json").read_text(encoding="utf-8"))
+    spec = CorpusSpec(seed=int(meta["spec"]["seed"]), conversation_s=tuple(meta["spec"]["conversation_s"]))
+    return make_conversations(corpus, spec, split, count, seed_tag=seed_tag)
+
+
+def score(model_dir: Path, conversations: list) -> dict:
+    """Streaming DER of `conversations` with the model as the app runs it (its measured
+    thresholds), and with every turn named after its majority reference speaker (segmentation only)."""
+    from engine import Engine
+
+    engine = Engine.from_checkpoints(asr=str(model_dir / "ctc"), diar=str(model_dir / "sd"), sv=str(model_dir / "sv"))
+    total = named = DerResult(0, 0, 0, 0)
+    for _, mix in conversations:
+        hyp = turn_segments(_run_stream(engine.new_stream(), mix.audio.astype(np.float32)))
+        total = total + diarization_error(mix.segments, hyp)
+        named = named + diarization_error(mix.segments, oracle_named(mix.segments, hyp))
+    speakers = engine.config.speakers
+    return {"conversations": len(conversations), "der": round(total.der, 4),
+            "confusion": round(total.confusion_s / max(total.scored_s, 1e-9), 4),
+            "der_turns_named_right": round(named.der, 4),
+            "thresholds": {"clustering": speakers.new_cluster_threshold, "change": speakers.change_threshold}}
+
+
 def best_threshold(results: dict[Candidate, DerResult], verification: float) -> Candidate:
     """Lowest DER; ties go to no splitting, then to the clustering threshold nearest the verification one."""
     return min(results, key=lambda c: (round(results[c].der, 6), c[1] is not None, abs(c[0] - verification)))
@@ -115,9 +142,7 @@ def tune(model_dir: Path, corpus: Corpus, count: int = 20, grid: tuple[float, ..
     if not path.is_file():
         raise FileNotFoundError(f"{path}: calibrate the verification threshold first (python -m engine.calibration)")
     data = json.loads(path.read_text(encoding="utf-8"))
-    meta = json.loads((corpus.root / "meta.json").read_text(encoding="utf-8"))
-    spec = CorpusSpec(seed=int(meta["spec"]["seed"]), conversation_s=tuple(meta["spec"]["conversation_s"]))
-    conversations = make_conversations(corpus, spec, "val", count, seed_tag=VAL_SEED_TAG)
+    conversations = build_conversations(corpus, "val", count, VAL_SEED_TAG)
     results = sweep(model_dir, conversations, grid, change_grid, log)
     best = best_threshold(results, float(data["threshold"]))
     r = results[best]
@@ -149,8 +174,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=Path("/work/runs/corpus"))
     parser.add_argument("--conversations", type=int, default=20,
                         help="validation conversations scored (more: steadier thresholds, a slower sweep)")
+    parser.add_argument("--score-only", action="store_true",
+                        help="write nothing: score the model at its measured thresholds (compare models)")
+    parser.add_argument("--split", choices=("val", "test"), default="val", help="speakers of --score-only")
+    parser.add_argument("--seed-tag", type=int, default=VAL_SEED_TAG,
+                        help=f"conversation seed of --score-only (tuning uses {VAL_SEED_TAG}; the corpus's "
+                             "stored test conversations 77)")
     args = parser.parse_args(argv)
-    result = tune(args.model, Corpus(args.corpus), args.conversations)
+    if args.score_only:
+        result = score(args.model, build_conversations(Corpus(args.corpus), args.split, args.conversations,
+                                                       args.seed_tag))
+    else:
+        result = tune(args.model, Corpus(args.corpus), args.conversations)
     print(json.dumps(result, indent=1))
     return 0
 
