@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -164,6 +165,11 @@ def test_smoke_training_resume_and_export(tiny_corpus, tmp_path):
     tdnn = model.sv.tdnn[0].kernel.weight.clone()
     finetune(model, Corpus(tiny_corpus), resumed.sampler.speakers, per_speaker=2, steps=3, batch_speakers=2,
              crop_frames=(20, 40), log=lambda s: None)
+    logged: list[str] = []
+    history = finetune(model, Corpus(tiny_corpus), resumed.sampler.speakers, per_speaker=2, steps=2,
+                       batch_speakers=4, crop_frames=(20, 40), conversations=2, val_conversations=2, log=logged.append)
+    assert re.search(r"[1-9]\d* training conversation turns", logged[0]), logged[0]
+    assert 0.0 <= history[-1]["val_pair_eer"] <= 1.0
     with pytest.raises(ValueError, match="crop_frames"):
         finetune(model, Corpus(tiny_corpus), resumed.sampler.speakers, per_speaker=2, steps=1, crop_frames=(50, 50))
     assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in encoder.items())
@@ -287,3 +293,16 @@ def test_clustering_threshold_is_tuned_on_validation_conversations(tiny_corpus, 
     same = DerResult(10.0, 1.0, 1.0, 1.0)
     assert best_threshold({(0.3, None): same, (0.8, None): same, (0.8, 0.4): same,
                            (0.95, None): DerResult(10.0, 5.0, 0.0, 0.0)}, 0.9) == (0.8, None)
+
+
+def test_clean_turns_keep_only_the_samples_no_other_turn_overlaps():
+    from training.finetune_sv import clean_turns
+    from training.mixing import Mixture, Segment
+
+    audio = np.arange(48000, dtype=np.float32)
+    mix = Mixture(audio, (Segment("a", 0, 24000), Segment("b", 20000, 44000), Segment("c", 46000, 47000)))
+    turns = clean_turns(mix, min_s=0.5, max_s=8.0)
+    assert [name for name, _ in turns] == ["a", "b"]  # c: 1000 samples, under 0.5 s
+    np.testing.assert_array_equal(turns[0][1], audio[:20000])
+    np.testing.assert_array_equal(turns[1][1], audio[24000:44000])
+    assert len(clean_turns(mix, min_s=0.5, max_s=1.0)[0][1]) == 16000

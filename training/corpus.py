@@ -191,6 +191,13 @@ def make_conversations(corpus: "Corpus", spec: CorpusSpec, split: str, count: in
     return out
 
 
+def build_conversations(corpus: "Corpus", split: str, count: int, seed_tag: int) -> list[tuple[str, Mixture]]:
+    """`make_conversations` for a built corpus, with the seed and lengths it was built with."""
+    meta = json.loads((corpus.root / "meta.json").read_text(encoding="utf-8"))
+    spec = CorpusSpec(seed=int(meta["spec"]["seed"]), conversation_s=tuple(meta["spec"]["conversation_s"]))
+    return make_conversations(corpus, spec, split, count, seed_tag=seed_tag)
+
+
 def build(out: Path, spec: CorpusSpec, progress: bool = True) -> None:
     """Synthesize the whole corpus described by `spec` into `out`."""
     out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,16 @@ class weights the 740-way loss stayed at chance, 12.5, for 600 steps): the AM-so
 weights start at unit norm, so Adam's per-element steps turn them quickly, and each batch holds
 `clips` crops of each of its speakers, which adds an angular prototypical term (Chung et al.,
 2020: each crop against its speaker's other crops in the batch) that works from the first step.
-Progress is the equal error rate over all pairs of validation clips (unseen speakers).
+Progress is the equal error rate over all pairs of validation clips (unseen speakers), and
+over pairs of turns inside validation conversations.
+
+With `--conversation-turns N`, half of each batch comes from N training conversations instead
+(built like the test ones: 2-4 speakers, overlap, one augmentation for the whole recording), as
+the clean stretch of each turn, embedded on its own the way the engine embeds a run. Speakers of
+one conversation share its channel, so they are the hardest impostors; whole clips never show
+that. Why it matters (measured with run 4: docs/training.md): turns in one validation
+conversation separate at a pair EER of 12.5 %, whole clips at 3.8 %, and the streaming DER is
+mostly turns named wrong.
 """
 
 from __future__ import annotations
@@ -31,9 +40,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.corpus import Corpus
+from training.corpus import Corpus, build_conversations
 from training.export import load_checkpoint
-from training.mixing import augment
+from training.mixing import SAMPLE_RATE, Mixture, augment
 from training.model import MultiTaskModel, angular_prototypical_loss, unit_norm_classes
 
 DEFAULT_CORPUS = Path("/work/runs/corpus")
@@ -47,6 +56,30 @@ def layer_features(model: MultiTaskModel, audios: list[np.ndarray]) -> list[torc
         base = model.encode(torch.from_numpy(a)[None], None)
         out.append(torch.stack(base.hidden_states, dim=0)[:, 0].to(torch.float16))
     return out
+
+
+def clean_turns(mixture: Mixture, min_s: float = 1.0, max_s: float = 8.0) -> list[tuple[str, np.ndarray]]:
+    """(speaker, audio) for each turn of `mixture`: its samples that no other turn overlaps, the
+    first `max_s` seconds of them; turns with less than `min_s` seconds left are dropped."""
+    out = []
+    for seg in mixture.segments:
+        keep = np.ones(seg.end - seg.start, dtype=bool)
+        for other in mixture.segments:
+            a, b = max(other.start, seg.start), min(other.end, seg.end)
+            if other is not seg and a < b:
+                keep[a - seg.start:b - seg.start] = False
+        audio = mixture.audio[seg.start:seg.end][keep][: int(max_s * SAMPLE_RATE)]
+        if len(audio) >= min_s * SAMPLE_RATE:
+            out.append((seg.speaker, audio.astype(np.float32)))
+    return out
+
+
+def conversation_turns(corpus: Corpus, split: str, count: int, seed_tag: int,
+                       min_s: float = 1.0) -> list[tuple[int, str, np.ndarray]]:
+    """(conversation number, speaker, clean turn audio) from `count` conversations of `split`,
+    built as the test conversations are."""
+    convs = build_conversations(corpus, split, count, seed_tag)
+    return [(n, spk, audio) for n, (_, mix) in enumerate(convs) for spk, audio in clean_turns(mix, min_s)]
 
 
 def head_forward(model: MultiTaskModel, feats: list[torch.Tensor], crop_frames: int,
@@ -66,6 +99,32 @@ def head_forward(model: MultiTaskModel, feats: list[torch.Tensor], crop_frames: 
         h = layer(h)
     emb = sv.feature_extractor(torch.cat([h.mean(dim=1), h.std(dim=1)], dim=-1))
     return sv.classifier(emb)
+
+
+def head_forward_each(model: MultiTaskModel, feats: list[torch.Tensor], crop_frames: tuple[int, int],
+                      rng: np.random.Generator) -> torch.Tensor:
+    """Like `head_forward`, one item at a time, so each keeps its own crop length (turns differ)."""
+    return torch.cat([head_forward(model, [f], int(rng.integers(*crop_frames)), rng) for f in feats])
+
+
+@torch.no_grad()
+def turn_pair_eer(model: MultiTaskModel, feats: list[torch.Tensor], conv: list[int], speakers: list[str]) -> float:
+    """Equal error rate over pairs of whole turns from the same conversation (the pairs a
+    conversation's clustering has to tell apart); NaN without both kinds of pair."""
+    from training.scoring import equal_error_rate
+
+    model.sv.eval()
+    emb = torch.cat([head_forward(model, [f], 10 ** 6, np.random.default_rng(0)) for f in feats])
+    emb = torch.nn.functional.normalize(emb, dim=-1)
+    sim = (emb @ emb.T).numpy()
+    c, s = np.asarray(conv), np.asarray(speakers)
+    iu = np.triu_indices(len(c), 1)
+    within = c[iu[0]] == c[iu[1]]
+    same = (s[iu[0]] == s[iu[1]])[within]
+    model.sv.train()
+    if same.all() or not same.any():
+        return float("nan")  # no target or no impostor pair (tiny corpora)
+    return equal_error_rate(sim[iu][within][same], sim[iu][within][~same])[0]
 
 
 @torch.no_grad()
@@ -116,10 +175,13 @@ def center_embeddings(model: MultiTaskModel, feats: list[torch.Tensor], rng: np.
 
 def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_speaker: int, steps: int,
              batch_speakers: int = 32, clips: int = 2, lr: float = 2e-3, seed: int = 3,
-             reinit: bool = True, crop_frames: tuple[int, int] = (100, 250), log=print) -> list[dict]:
+             reinit: bool = True, crop_frames: tuple[int, int] = (100, 250), conversations: int = 0,
+             val_conversations: int = 20, log=print) -> list[dict]:
     """Train the x-vector head on cached encoder features; every 100 steps log and return the
-    mean losses and the validation pair EER. Each batch's crops are `crop_frames` (min, max)
-    encoder frames long, drawn per batch (shorter crops were measured: docs/training.md, run 4)."""
+    mean losses and the validation pair EERs (clips, and turns within conversations). Each batch's
+    clip crops are `crop_frames` (min, max) encoder frames long, drawn per batch (shorter crops
+    were measured: docs/training.md, run 4). With `conversations`, half of each batch's speakers
+    come as turns of training conversations (module docstring), several from one conversation."""
     if per_speaker < clips:
         raise ValueError(f"per_speaker ({per_speaker}) must be at least clips per batch ({clips})")
     if not 0 < crop_frames[0] < crop_frames[1]:
@@ -133,11 +195,29 @@ def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_spe
         labels += [k] * len(choice)
     t0 = time.monotonic()
     feats = layer_features(model, [augment(rng, corpus.audio("train", i), strength=0.5) for i in idx])
+    label_of = {name: k for k, name in enumerate(speakers)}
+    turns = [t for t in conversation_turns(corpus, "train", conversations, seed_tag=80) if t[1] in label_of] \
+        if conversations else []
+    turn_feats = layer_features(model, [audio for _, _, audio in turns])
+    turn_groups: dict[int, dict[int, list[int]]] = {}  # conversation -> speaker label -> turn numbers
+    for n, (conv, name, _) in enumerate(turns):
+        turn_groups.setdefault(conv, {}).setdefault(label_of[name], []).append(n)
+    turn_groups = {c: {k: v for k, v in g.items() if len(v) >= clips} for c, g in turn_groups.items()}
+    turn_groups = {c: g for c, g in turn_groups.items() if g}
+    turn_labels = torch.tensor([label_of[name] for _, name, _ in turns], dtype=torch.long)
     val_idx = [i for v in corpus.by_speaker("val").values() for i in v[:4]]
     val_labels = [corpus.speakers("val").index(corpus.rows["val"][i]["speaker"]) for i in val_idx]
     val_feats = layer_features(model, [corpus.audio("val", i) for i in val_idx])
-    log(f"[sv] cached features of {len(idx)} training and {len(val_idx)} validation utterances "
-        f"in {time.monotonic() - t0:.0f} s; validation pair EER before {pair_eer(model, val_feats, val_labels):.3f}")
+    val_turns = conversation_turns(corpus, "val", val_conversations, seed_tag=78, min_s=0.5)
+    val_turn_feats = layer_features(model, [audio for _, _, audio in val_turns])
+    val_conv, val_spk = [c for c, _, _ in val_turns], [s for _, s, _ in val_turns]
+
+    def validate() -> tuple[float, float]:
+        return pair_eer(model, val_feats, val_labels), turn_pair_eer(model, val_turn_feats, val_conv, val_spk)
+
+    log(f"[sv] cached features of {len(idx)} training utterances, {len(turns)} training conversation turns, "
+        f"{len(val_idx)} validation utterances and {len(val_turns)} validation turns in {time.monotonic() - t0:.0f} s; "
+        "validation pair EER before: clips {:.3f}, turns {:.3f}".format(*validate()))
     clips_of = {}
     for n, k in enumerate(labels):
         clips_of.setdefault(k, []).append(n)
@@ -155,11 +235,27 @@ def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_spe
     sv.train()
     history, run_am, run_ap = [], 0.0, 0.0
     n_spk = min(batch_speakers, len(clips_of))
+    conv_ids = list(turn_groups)
+    turn_crops = (min(50, crop_frames[0]), crop_frames[1])  # turns: down to 1 s, like the engine's
     for step in range(1, steps + 1):
-        spk = rng.choice(len(clips_of), size=n_spk, replace=False)
+        turn_pick: list[int] = []
+        taken: set[int] = set()
+        for c in rng.permutation(conv_ids) if conv_ids else ():
+            for k, numbers in turn_groups[int(c)].items():
+                if k not in taken and len(taken) < n_spk // 2:
+                    taken.add(k)
+                    turn_pick += [int(j) for j in rng.choice(numbers, size=clips, replace=False)]
+            if len(taken) >= n_spk // 2:
+                break
+        free = np.asarray([k for k in clips_of if k not in taken])
+        spk = rng.choice(free, size=min(n_spk - len(taken), len(free)), replace=False)
         pick = [int(j) for k in spk for j in rng.choice(clips_of[int(k)], size=clips, replace=False)]
         emb = head_forward(model, [feats[i] for i in pick], int(rng.integers(*crop_frames)), rng)
-        am = sv.objective(emb, labels_t[pick])
+        target = labels_t[pick]
+        if turn_pick:
+            emb = torch.cat([emb, head_forward_each(model, [turn_feats[i] for i in turn_pick], turn_crops, rng)])
+            target = torch.cat([target, turn_labels[turn_pick]])
+        am = sv.objective(emb, target)
         ap = angular_prototypical_loss(emb, clips, ap_w, ap_b)
         loss = am + ap
         opt.zero_grad(set_to_none=True)
@@ -170,11 +266,11 @@ def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_spe
         run_ap += ap.item()
         if step % 100 == 0 or step == steps:
             k = 100 if step % 100 == 0 else step % 100
-            eer = pair_eer(model, val_feats, val_labels)
+            eer, turn_eer = validate()
             history.append({"step": step, "am_softmax": round(run_am / k, 4), "prototypical": round(run_ap / k, 4),
-                            "val_pair_eer": round(eer, 4)})
+                            "val_pair_eer": round(eer, 4), "val_turn_pair_eer": round(turn_eer, 4)})
             log(f"[sv] step {step}/{steps} AM-softmax {run_am / k:.3f} prototypical {run_ap / k:.3f} | "
-                f"val pair EER {eer:.3f} ({time.monotonic() - t0:.0f} s)")
+                f"val pair EER clips {eer:.3f}, turns {turn_eer:.3f} ({time.monotonic() - t0:.0f} s)")
             run_am, run_ap = 0.0, 0.0
     sv.eval()
     return history
@@ -191,6 +287,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--crop-frames", type=int, nargs=2, default=(100, 250), metavar=("MIN", "MAX"),
                         help="training crops of MIN..MAX encoder frames (20 ms each)")
+    parser.add_argument("--conversation-turns", type=int, default=0, metavar="N",
+                        help="half of each batch from turns of N training conversations (module docstring)")
+    parser.add_argument("--out", type=Path, help="default: checkpoint_sv.pt beside --checkpoint")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
@@ -199,13 +298,14 @@ def main(argv: list[str] | None = None) -> None:
     encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     speakers = state["speakers"][: args.speakers] if args.speakers else state["speakers"]
     history = finetune(model, Corpus(args.corpus), speakers, args.per_speaker, args.steps, lr=args.lr,
-                       crop_frames=tuple(args.crop_frames), log=lambda s: print(s, flush=True))
+                       crop_frames=tuple(args.crop_frames), conversations=args.conversation_turns,
+                       log=lambda s: print(s, flush=True))
     assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in encoder_before.items())
     state["model"] = model.state_dict()
     state["sv_finetune"] = {"per_speaker": args.per_speaker, "steps": args.steps, "speakers": len(speakers),
-                            "crop_frames": list(args.crop_frames),
+                            "crop_frames": list(args.crop_frames), "conversation_turns": args.conversation_turns,
                             "history": history}
-    out = args.checkpoint.with_name("checkpoint_sv.pt")
+    out = args.out or args.checkpoint.with_name("checkpoint_sv.pt")
     torch.save(state, out)
     print(f"[sv] wrote {out}")
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.corpus import Corpus, CorpusSpec, make_conversations
+from training.corpus import Corpus, build_conversations
 from training.evaluate_stream import _run_stream, turn_segments
 from training.scoring import DerResult, diarization_error, oracle_named
 
@@ -99,14 +99,6 @@ def sweep(model_dir: Path, conversations: list, grid: tuple[float, ...],
             log(f"[tune_clustering] clustering {t:.2f}, change {change}: DER {total.der:.4f} (confusion "
                 f"{total.confusion_s / max(total.scored_s, 1e-9):.4f}) {time.monotonic() - t0:.0f} s")
     return results
-
-
-def build_conversations(corpus: Corpus, split: str, count: int, seed_tag: int) -> list:
-    """`count` conversations [(name, Mixture)] of 2-4 speakers of `split`, reproducible from the
-    corpus seed and `seed_tag`."""
-    meta = json.loads((corpus.root / "meta.json").read_text(encoding="utf-8"))
-    spec = CorpusSpec(seed=int(meta["spec"]["seed"]), conversation_s=tuple(meta["spec"]["conversation_s"]))
-    return make_conversations(corpus, spec, split, count, seed_tag=seed_tag)
 
 
 def score(model_dir: Path, conversations: list) -> dict:
