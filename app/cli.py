@@ -75,6 +75,8 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
     mod.add_argument("--sv-model", metavar="DIR|OWNER/NAME", help="x-vector voiceprint checkpoint", **d)
     mod.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda, cuda:N", **d)
     mod.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="compute precision (default fp32)", **d)
+    mod.add_argument("--lm-beam", type=int, metavar="N",
+                     help="beam width of the language-model decoder (default 128; smaller is faster)", **d)
     mod.add_argument("--speakers-db", metavar="PATH", help="speaker store (default in the user data dir)", **d)
     return p
 
@@ -84,6 +86,7 @@ DEFAULTS: dict[str, Any] = {
     "replace": False, "headless": False, "jsonl": None, "transcript": None, "srt": None,
     "vtt": None, "rttm": None, "serve": None, "token": None, "asr_model": None,
     "diar_model": None, "sv_model": None, "device": "auto", "dtype": "fp32", "speakers_db": None,
+    "lm_beam": None,
 }
 
 
@@ -129,6 +132,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             raise AppError(f"--seconds must be positive, got {args.seconds}", exit_code=EXIT_USAGE)
     if args.command is None and args.input and len(args.input) != 1:
         raise AppError("the live app takes one --input PATH", exit_code=EXIT_USAGE)
+    if args.lm_beam is not None and args.lm_beam < 1:
+        raise AppError(f"--lm-beam must be at least 1, got {args.lm_beam}", exit_code=EXIT_USAGE)
     if args.speed is not None and args.fast:
         raise AppError("--speed and --fast exclude each other", exit_code=EXIT_USAGE)
     if args.speed is not None and not args.speed > 0:

@@ -66,12 +66,14 @@ def load_engine(args: argparse.Namespace, models: ModelChoice) -> Any:
     Final captions are re-decoded with the language model beside the CTC checkpoint when one
     ships with it; otherwise they stay greedy.
     """
-    from engine import Engine
+    from engine import Engine, EngineConfig
 
+    beam = getattr(args, "lm_beam", None)
+    config = EngineConfig() if beam is None else EngineConfig(lm_beam_width=beam)
     try:
         return Engine.from_checkpoints(
             asr=models.asr, diar=models.diar, sv=models.sv, device=args.device, dtype=args.dtype,
-            lm=language_model_for(models.asr),
+            config=config, lm=language_model_for(models.asr),
         )
     except AppError:
         raise

@@ -65,7 +65,7 @@ def test_help_documents_the_command_line() -> None:
     assert out.returncode == 0
     for flag in ("--list-mics", "--mic", "--input", "--speed", "--fast", "--headless", "--jsonl",
                  "--transcript", "--srt", "--vtt", "--rttm", "--serve", "--token", "--asr-model",
-                 "--diar-model", "--sv-model", "--device", "--dtype", "--speakers-db",
+                 "--diar-model", "--sv-model", "--device", "--dtype", "--speakers-db", "--lm-beam",
                  "enroll", "verify", "identify", "speakers"):
         assert flag in out.stdout, flag
 
@@ -79,6 +79,16 @@ def test_options_work_before_or_after_the_subcommand(argv: list[str]) -> None:
     args = parse_args(argv)
     assert (args.command, args.name, args.input, args.speakers_db, args.device) == (
         "verify", "ann", ["x.wav"], "d.db", "cpu")
+
+
+def test_lm_beam_must_be_positive() -> None:
+    from app.errors import AppError
+
+    assert parse_args(["--lm-beam", "32"]).lm_beam == 32
+    assert parse_args([]).lm_beam is None  # the engine's default
+    with pytest.raises(AppError, match="--lm-beam must be at least 1") as info:
+        parse_args(["--lm-beam", "0"])
+    assert info.value.exit_code == 2
 
 
 def test_enroll_takes_several_inputs_and_speakers_subcommands_parse() -> None:

@@ -257,3 +257,16 @@ def test_real_beam_decoder_plugs_in():
     assert not [e for e in events if isinstance(e, CaptionRevision)]
     with pytest.raises(TypeError, match="beam decoder"):
         Engine(ScriptedModels(), lm=42)
+
+
+def test_engine_builds_the_lm_decoder_with_the_configured_beam(tmp_path):
+    pytest.importorskip("models.lm")
+    from models.lm.arpa import count_ngrams, estimate, normalize_line, write_arpa
+
+    path = tmp_path / "lm.arpa.gz"
+    write_arpa(estimate(count_ngrams([normalize_line(s) for s in ["hello world"] * 3], 2)), path)
+    for config, beam in ((EngineConfig(), 128), (EngineConfig(lm_beam_width=7), 7)):
+        engine = Engine(ScriptedModels(heads=frozenset({"ctc"})), config, lm=path)
+        assert engine.lm_factory().decoder.beam_width == beam
+    with pytest.raises(ValueError, match="lm_beam_width"):
+        EngineConfig(lm_beam_width=0)

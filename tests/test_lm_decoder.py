@@ -210,3 +210,15 @@ def test_tuned_weights_beside_the_lm_are_the_decoders_defaults(lm_path, tmp_path
     path.write_text('{"alpha": "much"}')
     with pytest.raises(ValueError, match="lm_weights.json: expected a JSON object"):
         CTCBeamDecoder(UPPER, 0, lm=lm)
+
+
+def test_with_beam_width_shares_the_lm_and_decodes_the_same_easy_input(lm_path):
+    decoder = CTCBeamDecoder(LOWER, 0, lm=lm_path, alpha=1.0, beta=0.5)
+    narrow = decoder.with_beam_width(4)
+    assert (decoder.beam_width, narrow.beam_width) == (128, 4)
+    assert narrow._lm is decoder._lm  # no reload
+    frames = scores("-f-a-t- -c-a-t-", LOWER)
+    assert [w.text for w in narrow.decode(frames)] == [w.text for w in decoder.decode(frames)] == ["fat", "cat"]
+    with pytest.raises(ValueError, match="beam_width"):
+        decoder.with_beam_width(0)
+    assert CTCBeamDecoder(LOWER, 0).with_beam_width(2).decode(scores("-c-a-t-", LOWER))[0].text == "cat"

@@ -306,3 +306,29 @@ def test_clean_turns_keep_only_the_samples_no_other_turn_overlaps():
     np.testing.assert_array_equal(turns[0][1], audio[:20000])
     np.testing.assert_array_equal(turns[1][1], audio[24000:44000])
     assert len(clean_turns(mix, min_s=0.5, max_s=1.0)[0][1]) == 16000
+
+
+def test_voice_family_groups_identities_by_timbre_and_batches_draw_from_few_families():
+    from training.finetune_sv import family_batch
+    from training.voices import voice_family
+
+    assert voice_family("esp-en-gb-x-rp-iven3-p58-s160") == voice_family("esp-en-us-nyc-iven3-p58-s180") == "esp-iven3"
+    assert voice_family("fl-rms-c+10-t85") == voice_family("fl-rms-c-110-t115") == "fl-rms"
+    with pytest.raises(ValueError, match="synthetic identity"):
+        voice_family("alice")
+    families = ["a"] * 6 + ["b"] * 6 + ["c"] * 6 + ["d"] * 2
+    labels = np.arange(20)
+    batch = family_batch(np.random.default_rng(0), families, labels, size=8, n_families=2)
+    assert len(batch) == len(set(batch.tolist())) == 8
+    assert len({families[k] for k in batch}) <= 3  # two families, a third only if one runs short
+
+
+def test_report_renders_the_shipped_evaluation_and_the_lm_beam_table():
+    from training.evaluate import markdown_report
+
+    results = json.loads((Path(__file__).parents[1] / "models/embedded/evaluation.json").read_text())
+    results["lm_tuning"] = {"alpha": 0.6, "beta": 0.0, "val_wer": 0.298, "beam_width": 128,
+                            "val_wer_by_beam": {"32": {"val_wer": 0.328}, "128": {"val_wer": 0.298}}}
+    text = markdown_report(results, "python -m training.evaluate ...")
+    assert "| CER greedy | test" in text
+    assert "validation WER 29.8 % at beam 128; by beam width 32: 32.8 %, 128: 29.8 %." in text

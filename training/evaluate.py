@@ -88,12 +88,15 @@ def evaluate_asr(model_dir: Path, sets: dict[str, tuple[list[np.ndarray], list[s
     return results
 
 
+LM_BEAM_WIDTHS = (32, 64, 128, 256)
+
+
 def tune_lm(model_dir: Path, corpus: Corpus, lm: Path, utterances: int = 120) -> dict:
     """Grid-search the LM weight and word bonus on validation utterances (never test) and write
     them beside the LM as `lm_weights.json`, where the decoder finds them."""
     from models import CTCVocab
     from models.lm import CTCBeamDecoder
-    from models.lm.tune import tune_weights, write_lm_weights
+    from models.lm.tune import corpus_wer, tune_weights, write_lm_weights
 
     rows = corpus.rows["val"]
     idx = np.random.default_rng(0).permutation(len(rows))[:utterances]
@@ -105,8 +108,16 @@ def tune_lm(model_dir: Path, corpus: Corpus, lm: Path, utterances: int = 120) ->
     result = tune_weights(decoder, [(lp, rows[int(i)]["text"]) for lp, i in zip(lps, idx)],
                           alphas=(0.3, 0.6, 1.0, 1.5, 2.2, 3.0), betas=(0.0, 1.0, 2.0, 3.0, 4.0))
     path = write_lm_weights(lm, result, tuned_on=f"{len(idx)} validation utterances of {corpus.root}")
+    samples = [(lp, rows[int(i)]["text"]) for lp, i in zip(lps, idx)]
+    tuned = decoder.with_weights(result.alpha, result.beta)
+    beams = {}
+    for width in LM_BEAM_WIDTHS:  # what the beam buys at the tuned weights (CTCBeamDecoder's default: docs/lm.md)
+        t0 = time.monotonic()
+        beams[str(width)] = {"val_wer": round(corpus_wer(tuned.with_beam_width(width), samples), 4),
+                             "seconds": round(time.monotonic() - t0, 1)}
     return {"alpha": result.alpha, "beta": result.beta, "val_wer": round(result.wer, 4),
-            "val_wer_greedy": round(result.greedy_wer, 4), "written": str(path)}
+            "val_wer_greedy": round(result.greedy_wer, 4), "beam_width": decoder.beam_width,
+            "val_wer_by_beam": beams, "written": str(path)}
 
 
 @torch.no_grad()
@@ -366,6 +377,12 @@ def markdown_report(results: dict, command: str) -> str:
                      f"{pct(cli['far_at_cli_threshold'])} / {pct(cli['frr_at_cli_threshold'])} | same | |")
     off = results.get("sv_offline", {})
     lines.append(f"| EER (3-clip enrolment, cosine) | {off.get('speakers')} held-out speakers | {pct(off.get('eer'))} | | |")
+    tuning = results.get("lm_tuning")
+    if tuning:
+        by_beam = ", ".join(f"{w}: {pct(v['val_wer'])}" for w, v in tuning.get("val_wer_by_beam", {}).items())
+        lines += ["", f"LM weights (measured on validation utterances, `--tune-lm`): alpha {tuning['alpha']}, "
+                  f"beta {tuning['beta']}; validation WER {pct(tuning['val_wer'])} at beam {tuning.get('beam_width')}"
+                  + (f"; by beam width {by_beam}." if by_beam else ".")]
     clustering = results.get("clustering")
     if clustering:
         change = clustering["change_threshold"]

@@ -43,6 +43,7 @@ import torch
 from training.corpus import Corpus, build_conversations
 from training.export import load_checkpoint
 from training.mixing import SAMPLE_RATE, Mixture, augment
+from training.voices import voice_family
 from training.model import MultiTaskModel, angular_prototypical_loss, unit_norm_classes
 
 DEFAULT_CORPUS = Path("/work/runs/corpus")
@@ -80,6 +81,23 @@ def conversation_turns(corpus: Corpus, split: str, count: int, seed_tag: int,
     built as the test conversations are."""
     convs = build_conversations(corpus, split, count, seed_tag)
     return [(n, spk, audio) for n, (_, mix) in enumerate(convs) for spk, audio in clean_turns(mix, min_s)]
+
+
+def family_batch(rng: np.random.Generator, families: list[str], labels: np.ndarray, size: int,
+                 n_families: int) -> np.ndarray:
+    """`size` of `labels` drawn from `n_families` random families (as evenly as their sizes allow;
+    other families fill up when those run short)."""
+    by_family: dict[str, list[int]] = {}
+    for family, label in zip(families, labels):
+        by_family.setdefault(family, []).append(int(label))
+    order = [by_family[f] for f in rng.permutation(sorted(by_family))]
+    share = -(-size // max(1, n_families))
+    chosen: list[int] = []
+    for members in order:
+        chosen += [int(k) for k in rng.permutation(members)[: min(share, size - len(chosen))]]
+        if len(chosen) >= size:
+            break
+    return np.asarray(chosen)
 
 
 def head_forward(model: MultiTaskModel, feats: list[torch.Tensor], crop_frames: int,
@@ -176,12 +194,14 @@ def center_embeddings(model: MultiTaskModel, feats: list[torch.Tensor], rng: np.
 def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_speaker: int, steps: int,
              batch_speakers: int = 32, clips: int = 2, lr: float = 2e-3, seed: int = 3,
              reinit: bool = True, crop_frames: tuple[int, int] = (100, 250), conversations: int = 0,
-             val_conversations: int = 20, log=print) -> list[dict]:
+             val_conversations: int = 20, families: int = 0, log=print) -> list[dict]:
     """Train the x-vector head on cached encoder features; every 100 steps log and return the
     mean losses and the validation pair EERs (clips, and turns within conversations). Each batch's
     clip crops are `crop_frames` (min, max) encoder frames long, drawn per batch (shorter crops
     were measured: docs/training.md, run 4). With `conversations`, half of each batch's speakers
-    come as turns of training conversations (module docstring), several from one conversation."""
+    come as turns of training conversations (module docstring), several from one conversation.
+    With `families`, a batch's clip speakers come from that many voice families
+    (training.voices.voice_family), so each meets its hardest impostors in the batch."""
     if per_speaker < clips:
         raise ValueError(f"per_speaker ({per_speaker}) must be at least clips per batch ({clips})")
     if not 0 < crop_frames[0] < crop_frames[1]:
@@ -236,6 +256,7 @@ def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_spe
     history, run_am, run_ap = [], 0.0, 0.0
     n_spk = min(batch_speakers, len(clips_of))
     conv_ids = list(turn_groups)
+    family_of = {k: voice_family(speakers[k]) for k in clips_of} if families else {}
     turn_crops = (min(50, crop_frames[0]), crop_frames[1])  # turns: down to 1 s, like the engine's
     for step in range(1, steps + 1):
         turn_pick: list[int] = []
@@ -249,6 +270,8 @@ def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_spe
                 break
         free = np.asarray([k for k in clips_of if k not in taken])
         spk = rng.choice(free, size=min(n_spk - len(taken), len(free)), replace=False)
+        if families:
+            spk = family_batch(rng, [family_of[int(k)] for k in free], free, len(spk), families)
         pick = [int(j) for k in spk for j in rng.choice(clips_of[int(k)], size=clips, replace=False)]
         emb = head_forward(model, [feats[i] for i in pick], int(rng.integers(*crop_frames)), rng)
         target = labels_t[pick]
@@ -289,6 +312,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="training crops of MIN..MAX encoder frames (20 ms each)")
     parser.add_argument("--conversation-turns", type=int, default=0, metavar="N",
                         help="half of each batch from turns of N training conversations (module docstring)")
+    parser.add_argument("--families", type=int, default=0, metavar="N",
+                        help="draw each batch's speakers from N voice families (hard impostors)")
     parser.add_argument("--out", type=Path, help="default: checkpoint_sv.pt beside --checkpoint")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -299,11 +324,13 @@ def main(argv: list[str] | None = None) -> None:
     speakers = state["speakers"][: args.speakers] if args.speakers else state["speakers"]
     history = finetune(model, Corpus(args.corpus), speakers, args.per_speaker, args.steps, lr=args.lr,
                        crop_frames=tuple(args.crop_frames), conversations=args.conversation_turns,
+                       families=args.families,
                        log=lambda s: print(s, flush=True))
     assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in encoder_before.items())
     state["model"] = model.state_dict()
     state["sv_finetune"] = {"per_speaker": args.per_speaker, "steps": args.steps, "speakers": len(speakers),
                             "crop_frames": list(args.crop_frames), "conversation_turns": args.conversation_turns,
+                            "families": args.families,
                             "history": history}
     out = args.out or args.checkpoint.with_name("checkpoint_sv.pt")
     torch.save(state, out)

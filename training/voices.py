@@ -53,6 +53,18 @@ class SpeakerIdentity:
     rate: int  # espeak words per minute, or sox tempo in percent for flite
 
 
+def voice_family(name: str) -> str:
+    """The timbre an identity name is built on: its espeak-ng variant (any accent, pitch, rate) or
+    its flite voice (any pitch shift, tempo). Identities of one family are the hardest to tell apart
+    (measured: docs/training.md, stage 2)."""
+    parts = name.split("-")
+    if parts[0] == "fl" and len(parts) >= 2:
+        return f"fl-{parts[1]}"
+    if parts[0] == "esp" and len(parts) >= 4:
+        return f"esp-{parts[-3]}"
+    raise ValueError(f"not a synthetic identity name: {name!r}")
+
+
 def make_identities(split: str, n_espeak: int, n_flite: int, seed: int) -> list[SpeakerIdentity]:
     """Return `n_espeak + n_flite` distinct identities for `split` ("train", "val", "test").
 
