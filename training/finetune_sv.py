@@ -22,9 +22,10 @@ With `--conversation-turns N`, half of each batch comes from N training conversa
 (built like the test ones: 2-4 speakers, overlap, one augmentation for the whole recording), as
 the clean stretch of each turn, embedded on its own the way the engine embeds a run. Speakers of
 one conversation share its channel, so they are the hardest impostors; whole clips never show
-that. Why it matters (measured with run 4: docs/training.md): turns in one validation
-conversation separate at a pair EER of 12.5 %, whole clips at 3.8 %, and the streaming DER is
-mostly turns named wrong.
+that. Why it was tried: turns in one validation conversation separate at a pair EER of 12.5 %,
+whole clips at 3.8 %, and the streaming DER is mostly turns named wrong. Measured on run 4's
+encoder, it did not help (turns 0.127 against 0.125), nor did `--families N` (batches of few
+voice families, the hardest impostors: 0.146); docs/training.md has the figures.
 """
 
 from __future__ import annotations
