@@ -170,6 +170,12 @@ def test_smoke_training_resume_and_export(tiny_corpus, tmp_path):
                        batch_speakers=4, crop_frames=(20, 40), conversations=2, val_conversations=2, log=logged.append)
     assert re.search(r"[1-9]\d* training conversation turns", logged[0]), logged[0]
     assert 0.0 <= history[-1]["val_pair_eer"] <= 1.0
+    from training.finetune_sv import layer_features, pair_cosines
+
+    model.eval()
+    feats = layer_features(model, [Corpus(tiny_corpus).audio("val", k) for k in range(2)])
+    assert pair_cosines(model, feats).shape == (2, 2)
+    assert not model.encoder.training  # validation must not leave the shared encoder in train mode
     with pytest.raises(ValueError, match="crop_frames"):
         finetune(model, Corpus(tiny_corpus), resumed.sampler.speakers, per_speaker=2, steps=1, crop_frames=(50, 50))
     assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in encoder.items())

@@ -127,38 +127,41 @@ def head_forward_each(model: MultiTaskModel, feats: list[torch.Tensor], crop_fra
 
 
 @torch.no_grad()
+def pair_cosines(model: MultiTaskModel, feats: list[torch.Tensor]) -> np.ndarray:
+    """(N, N) cosines between the embeddings of whole `feats` (eval mode, no cropping). The mode
+    is restored afterwards, not forced to train: `model.sv` holds the shared encoder, which must
+    stay in eval mode for features computed later (dropout and time masking are random)."""
+    was_training = model.sv.training
+    model.sv.eval()
+    emb = torch.cat([head_forward(model, [f], 10 ** 6, np.random.default_rng(0)) for f in feats])
+    emb = torch.nn.functional.normalize(emb, dim=-1)
+    model.sv.train(was_training)
+    return (emb @ emb.T).numpy()
+
+
 def turn_pair_eer(model: MultiTaskModel, feats: list[torch.Tensor], conv: list[int], speakers: list[str]) -> float:
     """Equal error rate over pairs of whole turns from the same conversation (the pairs a
     conversation's clustering has to tell apart); NaN without both kinds of pair."""
     from training.scoring import equal_error_rate
 
-    model.sv.eval()
-    emb = torch.cat([head_forward(model, [f], 10 ** 6, np.random.default_rng(0)) for f in feats])
-    emb = torch.nn.functional.normalize(emb, dim=-1)
-    sim = (emb @ emb.T).numpy()
+    sim = pair_cosines(model, feats)
     c, s = np.asarray(conv), np.asarray(speakers)
     iu = np.triu_indices(len(c), 1)
     within = c[iu[0]] == c[iu[1]]
     same = (s[iu[0]] == s[iu[1]])[within]
-    model.sv.train()
     if same.all() or not same.any():
         return float("nan")  # no target or no impostor pair (tiny corpora)
     return equal_error_rate(sim[iu][within][same], sim[iu][within][~same])[0]
 
 
-@torch.no_grad()
 def pair_eer(model: MultiTaskModel, feats: list[torch.Tensor], labels: list[int]) -> float:
     """Equal error rate over all pairs of `feats` (full-length clips), cosine of the embeddings."""
     from training.scoring import equal_error_rate
 
-    model.sv.eval()
-    emb = torch.cat([head_forward(model, [f], 10 ** 6, np.random.default_rng(0)) for f in feats])
-    emb = torch.nn.functional.normalize(emb, dim=-1)
-    sim = (emb @ emb.T).numpy()
+    sim = pair_cosines(model, feats)
     lab = np.asarray(labels)
     iu = np.triu_indices(len(lab), 1)
     same = lab[iu[0]] == lab[iu[1]]
-    model.sv.train()
     return equal_error_rate(sim[iu][same], sim[iu][~same])[0]
 
 
