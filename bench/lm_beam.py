@@ -1,8 +1,8 @@
 """What the LM decoder's beam width costs in streaming: CPU time of the re-decoder per second of audio.
 
 The embedded CTC model's log-probabilities for the turns of the bundled demo conversation (three
-voices, some overlap) are computed once; then the streaming re-decoder (engine.lm_redecode, engine defaults: a decode
-every 10 frames) runs over them in 10-frame blocks for each beam width, timed by the process's
+voices, some overlap) are computed once; then the streaming re-decoder (engine.lm_redecode,
+engine defaults: a decode every 10 frames) runs over them in 10-frame blocks for each beam width, timed by the process's
 CPU clock, best of `--repeats`. Printed per beam: CPU ms per audio second, the ratio against
 beam 32 measured in the same run, frames decoded per frame, and the WER over the demo's 102
 words (a small sample: the accuracy figures that matter are `training.evaluate --tune-lm`'s,
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     log_probs, reference, seconds = demo_log_probs()
     vocab = CTCVocab.from_pretrained(MODEL)
     base = CTCBeamDecoder(list(vocab.tokens), vocab.blank_id, "|", lm=find_language_model(MODEL))
-    print(f"demo turns: {seconds:.1f} s, {len(log_probs)} frames, {len(reference.split())} words; LM weights alpha {base.alpha}, beta {base.beta}; "
-          f"best of {args.repeats} runs on one thread")
+    print(f"demo turns: {seconds:.1f} s, {len(log_probs)} frames, {len(reference.split())} words; "
+          f"LM weights alpha {base.alpha}, beta {base.beta}; best of {args.repeats} runs on one thread")
     print("| beam | CPU ms per audio s | vs beam 32 | frames decoded per frame | demo WER |")
     print("| --- | --- | --- | --- | --- |")
     baseline = None

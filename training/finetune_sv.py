@@ -273,9 +273,9 @@ def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_spe
             if len(taken) >= n_spk // 2:
                 break
         free = np.asarray([k for k in clips_of if k not in taken])
-        spk = rng.choice(free, size=min(n_spk - len(taken), len(free)), replace=False)
-        if families:
-            spk = family_batch(rng, [family_of[int(k)] for k in free], free, len(spk), families)
+        size = min(n_spk - len(taken), len(free))
+        spk = family_batch(rng, [family_of[int(k)] for k in free], free, size, families) if families \
+            else rng.choice(free, size=size, replace=False)
         pick = [int(j) for k in spk for j in rng.choice(clips_of[int(k)], size=clips, replace=False)]
         emb = head_forward(model, [feats[i] for i in pick], int(rng.integers(*crop_frames)), rng)
         target = labels_t[pick]

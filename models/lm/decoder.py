@@ -127,10 +127,10 @@ class CTCBeamDecoder:
     words the decoder may spell (LM-scored as `<unk>`); with lm=None they make a closed vocabulary.
     unk_score: score of a word outside the lexicon (-inf: never, the default). beam_width: kept
     hypotheses; beam_size_token: best tokens tried per frame (None: all); beam_threshold: prune
-    hypotheses this far (natural log) below the best. On the embedded model's validation
-    utterances WER fell with the beam (32: 32.8 %, 64: 31.0 %, 128: 29.8 %, 256: 29.3 %), while
-    more tokens per frame or a looser threshold changed nothing, so the defaults are (128, 10, 15);
-    the decode costs about 3x beam 32's (docs/lm.md).
+    hypotheses this far (natural log) below the best. The defaults are (128, 10, 15): on the
+    embedded model's validation utterances the WER fell with the beam (32.0 % at 32, 28.3 % at
+    128), more tokens per frame or a looser threshold changed nothing, and 256 gained almost
+    nothing in streaming; beam 128 costs about 2.8x beam 32's CPU (docs/lm.md).
     pause_frames: a run of at least this many silent frames (best token blank or delimiter; 25 =
     0.5 s) ends a sentence, and the spans between pauses are decoded separately (None: never).
     """
@@ -194,10 +194,7 @@ class CTCBeamDecoder:
         self._word_of_text: dict[str, str] = {}  # and back
         if self.lexicon_free:
             self._kenlm = None
-            self._free_options = LexiconFreeDecoderOptions(
-                beam_size=self._beam_width, beam_size_token=self._beam_size_token,
-                beam_threshold=self._beam_threshold, lm_weight=0.0, sil_score=0.0,
-                log_add=False, criterion_type=CriterionType.CTC)
+            self._free_options = self._lexicon_free_options()
             return
         self._build_lexicon(words, quiet)
 
@@ -242,6 +239,12 @@ class CTCBeamDecoder:
         self._lm = lm
         self._options = self._lexicon_options()
 
+    def _lexicon_free_options(self) -> LexiconFreeDecoderOptions:
+        return LexiconFreeDecoderOptions(
+            beam_size=self._beam_width, beam_size_token=self._beam_size_token,
+            beam_threshold=self._beam_threshold, lm_weight=0.0, sil_score=0.0,
+            log_add=False, criterion_type=CriterionType.CTC)
+
     def _lexicon_options(self) -> LexiconDecoderOptions:
         return LexiconDecoderOptions(
             beam_size=self._beam_width, beam_size_token=self._beam_size_token,
@@ -271,10 +274,7 @@ class CTCBeamDecoder:
         other = copy.copy(self)
         other._beam_width = int(beam_width)
         if self.lexicon_free:
-            other._free_options = LexiconFreeDecoderOptions(
-                beam_size=other._beam_width, beam_size_token=self._beam_size_token,
-                beam_threshold=self._beam_threshold, lm_weight=0.0, sil_score=0.0,
-                log_add=False, criterion_type=CriterionType.CTC)
+            other._free_options = other._lexicon_free_options()
         else:
             other._options = other._lexicon_options()
         return other
