@@ -2,8 +2,8 @@
 
 The corpus keeps only sentences that synthesize and transcribe exactly (3-16 words, no digits,
 symbols, acronyms or abbreviations), so most of the `fortunes` package never reaches the LM. Those
-rejected sentences are still English of the same style: written out as plain words they add about
-190,000 words to the training text's 129,000 (validation WER of run 5's model with beam 128: 27.8 %
+rejected sentences are still English of the same style: written out as plain words they add
+186,000 words to the training text's 129,000 (validation WER of run 5's model with beam 128: 27.8 %
 against 29.0 %, docs/lm.md). Nothing a held-out transcript occurs in is kept, so the validation,
 test and everyday figures stay honest.
 
