@@ -409,8 +409,8 @@ class SpeakerTracker:
         `change_threshold` splits the run where that speech began (the channel stays on)."""
         run = self.open_runs[channel]
         threshold = self.cfg.change_threshold
-        if run is None or threshold is None or self.embed is None or not self.reembed:
-            return [], {}
+        if run is None or threshold is None or threshold <= -1.0 or self.embed is None or not self.reembed:
+            return [], {}  # (every cosine is >= -1: nothing to embed for)
         piece = run.clean[-1]
         if run.segment_start is None:
             run.segment_start = frame
