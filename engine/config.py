@@ -95,9 +95,9 @@ class SpeakerConfig:
     offset: float = 0.4  # ... and below this turns it off again (hysteresis)
     min_on_frames: int = 10  # 0.2 s: shorter bursts are dropped
     min_off_frames: int = 10  # 0.2 s: shorter gaps are bridged
-    embed_min_samples: int = 16_000  # 1 s of single-speaker speech before a first x-vector
+    embed_min_samples: int = 32_000  # 2 s of single-speaker speech before a first x-vector
     embed_max_samples: int = 8 * SAMPLE_RATE  # x-vectors use at most the last 8 s of a run
-    embed_growth: float = 3.0  # re-embed a run when its clean speech tripled (1 s, 3 s, 8 s)
+    embed_growth: float = 3.0  # re-embed a run when its clean speech tripled (2 s, 6 s; 8 s are kept)
     # cosine below this to every cluster: a new `unknown-N` (None: the calibrated verification
     # threshold of the x-vector model, i.e. "would not verify as the same person")
     new_cluster_threshold: float | None = None
