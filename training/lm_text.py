@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from training.text import (EVERYDAY_SENTENCES, FORTUNE_DIR, _SENTENCE_END, _WS, _clean_spoken,
+from training.text import (EVERYDAY_SENTENCES, FORTUNE_DIR, _clean_spoken, fortune_raw_sentences,
                            normalize_transcript)
 
 HELD_OUT_SPLITS = ("val", "test", "everyday")
@@ -39,30 +39,21 @@ def extra_lm_sentences(held_out: Iterable[str], fortune_dir: Path = FORTUNE_DIR,
     Sentences with digits are skipped (their spoken form is unknown); so is every line that
     contains a `held_out` transcript as a run of whole words. Lines are distinct.
     """
-    if not fortune_dir.is_dir():
-        raise FileNotFoundError(f"fortune directory {fortune_dir} not found (install Debian's 'fortunes')")
     held = {" " + " ".join(plain_words(t)) + " " for t in held_out}
     held.discard("  ")
     seen: set[str] = set()
     out: list[str] = []
-    for path in sorted(fortune_dir.iterdir()):
-        if path.suffix or not path.is_file():
+    for sentence in fortune_raw_sentences(fortune_dir):
+        if _DIGIT.search(sentence) or _clean_spoken(sentence) is not None:
+            continue  # unknown spoken form, or spoken in some split already
+        words = plain_words(sentence)
+        if len(words) < min_words:
             continue
-        for entry in path.read_text(encoding="utf-8", errors="replace").split("\n%\n"):
-            if "--" in entry:  # attributions, as fortune_sentences drops them
-                entry = entry.split("--")[0]
-            for sentence in _SENTENCE_END.split(_WS.sub(" ", entry)):
-                if _DIGIT.search(sentence) or _clean_spoken(sentence) is not None:
-                    continue  # spoken in some split already, or unspeakable
-                words = plain_words(sentence)
-                if len(words) < min_words:
-                    continue
-                line = " ".join(words)
-                padded = f" {line} "
-                if line in seen or any(h in padded for h in held):
-                    continue
-                seen.add(line)
-                out.append(line)
+        line = " ".join(words)
+        if line in seen or any(h in f" {line} " for h in held):
+            continue
+        seen.add(line)
+        out.append(line)
     return out
 
 

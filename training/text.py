@@ -8,6 +8,7 @@ character layout: upper-case letters, apostrophe, and `|` between words (see `CT
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
@@ -116,15 +117,10 @@ def _clean_spoken(sentence: str) -> str | None:
     return s
 
 
-def fortune_sentences(fortune_dir: Path = FORTUNE_DIR) -> list[str]:
-    """Return the distinct speakable sentences of the fortune files, in a stable order.
-
-    Deduplicated by normalised transcript, so two splits never share a transcript.
-    """
+def fortune_raw_sentences(fortune_dir: Path = FORTUNE_DIR) -> Iterator[str]:
+    """Yield every sentence of the fortune files as written (attributions dropped), in a stable order."""
     if not fortune_dir.is_dir():
         raise FileNotFoundError(f"fortune directory {fortune_dir} not found (install Debian's 'fortunes')")
-    seen: set[str] = set()
-    out: list[str] = []
     for path in sorted(fortune_dir.iterdir()):
         if path.suffix or not path.is_file():
             continue
@@ -132,15 +128,25 @@ def fortune_sentences(fortune_dir: Path = FORTUNE_DIR) -> list[str]:
         for entry in text.split("\n%\n"):
             if "--" in entry:  # drop attributions ("-- Mark Twain")
                 entry = entry.split("--")[0]
-            for sentence in _SENTENCE_END.split(_WS.sub(" ", entry)):
-                s = _clean_spoken(sentence)
-                if s is None:
-                    continue
-                key = normalize_transcript(s)
-                if key in seen or key in _EVERYDAY_KEYS:
-                    continue
-                seen.add(key)
-                out.append(s)
+            yield from _SENTENCE_END.split(_WS.sub(" ", entry))
+
+
+def fortune_sentences(fortune_dir: Path = FORTUNE_DIR) -> list[str]:
+    """Return the distinct speakable sentences of the fortune files, in a stable order.
+
+    Deduplicated by normalised transcript, so two splits never share a transcript.
+    """
+    seen: set[str] = set()
+    out: list[str] = []
+    for sentence in fortune_raw_sentences(fortune_dir):
+        s = _clean_spoken(sentence)
+        if s is None:
+            continue
+        key = normalize_transcript(s)
+        if key in seen or key in _EVERYDAY_KEYS:
+            continue
+        seen.add(key)
+        out.append(s)
     return out
 
 
