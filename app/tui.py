@@ -37,6 +37,7 @@ from engine.timebase import FRAMES_PER_SECOND
 
 PALETTE = ("cyan", "magenta", "green", "yellow", "bright_blue", "bright_red", "bright_cyan", "orange1")
 TIMELINE_S = 30
+UNKNOWN = "unknown"  # the engine's label for speech no x-vector has named yet
 MAX_CAPTIONS = 300
 ENROLL_SECONDS = 8.0
 VERIFY_SECONDS = 4.0
@@ -125,7 +126,7 @@ class Timeline:
 
     def __init__(self, colours: SpeakerColours) -> None:
         self.colours = colours
-        self.spans: deque[tuple[str, int, int]] = deque(maxlen=4000)  # (speaker, start, end) frames
+        self.spans: deque[tuple[str, int, int, int]] = deque(maxlen=4000)  # (speaker, start, end, channel)
         self.now_frame = 0
         self.renames: dict[str, str] = {}
 
@@ -138,19 +139,44 @@ class Timeline:
                     if active and run_start is None:
                         run_start = i
                     elif not active and run_start is not None:
-                        self.spans.append((speaker, event.start_frame + run_start, event.start_frame + i))
+                        self.spans.append((speaker, event.start_frame + run_start, event.start_frame + i, k))
                         run_start = None
             self.now_frame = max(self.now_frame, event.start_frame + len(event.probs))
         elif isinstance(event, SpeakerTurn):
             self.now_frame = max(self.now_frame, event.end_frame)
+            if event.speaker != UNKNOWN:
+                self._claim(event.speaker, event.start_frame, event.end_frame)
         elif isinstance(event, (CaptionFinal, CaptionPartial)):
             self.now_frame = max(self.now_frame, event.end_frame)
         elif isinstance(event, Stats):
             self.now_frame = max(self.now_frame, event.audio_frames)
 
     def rename(self, old: str, new: str) -> None:
-        self.spans = deque(((new if s == old else s), a, b) for s, a, b in self.spans)
-        self.spans = deque(self.spans, maxlen=4000)
+        self.spans = deque((((new if s == old else s), a, b, c) for s, a, b, c in self.spans), maxlen=4000)
+
+    def _claim(self, speaker: str, start: int, end: int) -> None:
+        """Move `unknown` activity inside a settled turn to its speaker's lane: a run is drawn as
+        `unknown` until its first x-vector (2 s of speech), and short turns only get one at the end.
+        Turns carry no channel: the channel whose `unknown` activity covers the turn most is its
+        own, so another voice overlapping it stays apart."""
+        cover: dict[int, int] = {}
+        for s, a, b, c in self.spans:
+            if s == UNKNOWN and a < end and b > start:
+                cover[c] = cover.get(c, 0) + min(b, end) - max(a, start)
+        if not cover:
+            return
+        channel = max(cover, key=lambda c: (cover[c], -c))
+        spans: deque[tuple[str, int, int, int]] = deque(maxlen=4000)
+        for s, a, b, c in self.spans:
+            if s != UNKNOWN or c != channel or b <= start or a >= end:
+                spans.append((s, a, b, c))
+                continue
+            if a < start:
+                spans.append((s, a, start, c))
+            spans.append((speaker, max(a, start), min(b, end), c))
+            if b > end:
+                spans.append((s, end, b, c))
+        self.spans = spans
 
     def lanes(self, width: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """(speaker -> active per column, overlap per column) over the last TIMELINE_S seconds.
@@ -162,7 +188,7 @@ class Timeline:
         n = TIMELINE_S * FRAMES_PER_SECOND
         start = self.now_frame - n
         frames: dict[str, np.ndarray] = {}
-        for speaker, a, b in self.spans:
+        for speaker, a, b, _ in self.spans:
             lane = frames.setdefault(speaker, np.zeros(n, dtype=bool))
             a, b = max(a - start, 0), min(b - start, n)
             if b > a:

@@ -13,7 +13,7 @@ import numpy as np
 
 from app.session import InputChoice, LiveSession, SessionOptions
 from app.tui import CaptionBoard, HelpScreen, LiveTUI, NameTrackScreen, RecordScreen, SpeakerColours, Timeline
-from engine.events import CaptionFinal, CaptionPartial, SpeakerActivity, SpeakerMatch, Word
+from engine.events import CaptionFinal, CaptionPartial, SpeakerActivity, SpeakerMatch, SpeakerTurn, Word
 from engine.speaker_store import SpeakerStore
 from engine.voiceprints import VoiceprintService
 from tests.test_app_fakes import FakeEmbedder, FakeEngine, syllables
@@ -159,6 +159,34 @@ async def test_name_track_refuses_an_unknown_track(tmp_path) -> None:
         await pilot.press("escape", "ctrl+c")  # Ctrl-C quits too, as an interruption
         await wait_for(pilot, lambda: not app.is_running)
     assert app.return_value == 130 and session.interrupted
+
+
+def test_settled_turn_moves_unnamed_activity_to_its_speaker() -> None:
+    """Activity drawn as `unknown` before the run had an x-vector goes to the turn's lane."""
+    timeline = Timeline(SpeakerColours())
+    on_off = tuple((1.0, 0.0) for _ in range(60)) + tuple((0.0, 0.0) for _ in range(30))
+    timeline.apply(SpeakerActivity(0, ("unknown", "unknown"), on_off))  # frames 0-59 speech
+    timeline.apply(SpeakerActivity(90, ("unknown", "unknown"), tuple((1.0, 0.0) for _ in range(60))))  # 90-149
+    timeline.apply(SpeakerTurn(1, "ann", 0, 60))
+    assert sorted(timeline.spans) == [("ann", 0, 60, 0), ("unknown", 90, 150, 0)]
+    timeline.apply(SpeakerTurn(2, "unknown", 90, 150))  # never named: stays unknown
+    timeline.apply(SpeakerTurn(3, "bob", 120, 200))  # part of a span: split at the turn's start
+    assert sorted(timeline.spans) == [("ann", 0, 60, 0), ("bob", 120, 150, 0), ("unknown", 90, 120, 0)]
+    lanes, _ = timeline.lanes(30)
+    assert set(lanes) == {"ann", "bob", "unknown"}
+
+
+def test_claimed_turn_keeps_an_overlapping_voice_apart() -> None:
+    """Two unnamed channels overlap; each settled turn takes only its own channel's activity."""
+    timeline = Timeline(SpeakerColours())
+    probs = tuple((1.0, 0.0) for _ in range(40)) + tuple((1.0, 1.0) for _ in range(20)) \
+        + tuple((0.0, 1.0) for _ in range(60))
+    timeline.apply(SpeakerActivity(0, ("unknown", "unknown"), probs))  # ch 0: 0-59, ch 1: 40-119
+    timeline.apply(SpeakerTurn(1, "ann", 0, 60))
+    timeline.apply(SpeakerTurn(2, "bob", 40, 120))
+    assert sorted(timeline.spans) == [("ann", 0, 60, 0), ("bob", 40, 120, 1)]
+    lanes, overlap = timeline.lanes(1500)  # one column per frame: the 30 s window ends at frame 120
+    assert overlap.sum() == 20
 
 
 def test_rendered_text_snapshot() -> None:
