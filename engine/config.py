@@ -97,7 +97,7 @@ class SpeakerConfig:
     min_off_frames: int = 10  # 0.2 s: shorter gaps are bridged
     embed_min_samples: int = 32_000  # 2 s of single-speaker speech before a first x-vector
     embed_max_samples: int = 8 * SAMPLE_RATE  # x-vectors use at most the last 8 s of a run
-    embed_growth: float = 3.0  # re-embed a run when its clean speech tripled (2 s, 6 s; 8 s are kept)
+    embed_growth: float = 3.0  # re-embed when clean speech tripled, within the 8 s kept (1.5 s hop: once, at 3 s)
     # cosine below this to every cluster: a new `unknown-N` (None: the calibrated verification
     # threshold of the x-vector model, i.e. "would not verify as the same person")
     new_cluster_threshold: float | None = None

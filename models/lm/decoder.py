@@ -130,7 +130,7 @@ class CTCBeamDecoder:
     hypotheses this far (natural log) below the best. The defaults are (128, 10, 15): on the
     embedded model's validation utterances the WER fell with the beam (32.0 % at 32, 28.3 % at
     128), more tokens per frame or a looser threshold changed nothing, and 256 gained almost
-    nothing in streaming; beam 128 costs about 2.8x beam 32's CPU (docs/lm.md).
+    nothing in streaming; beam 128 costs 2-3x beam 32's CPU, with the LM (docs/lm.md).
     pause_frames: a run of at least this many silent frames (best token blank or delimiter; 25 =
     0.5 s) ends a sentence, and the spans between pauses are decoded separately (None: never).
     """
