@@ -338,3 +338,38 @@ def test_report_renders_the_shipped_evaluation_and_the_lm_beam_table():
     text = markdown_report(results, "python -m training.evaluate ...")
     assert "| CER greedy | test" in text
     assert "validation WER 29.8 % at beam 128; by beam width 32: 32.8 %, 128: 29.8 %." in text
+
+
+def test_growing_an_exported_encoder_by_one_layer_keeps_its_outputs(tiny_corpus, tmp_path):
+    from training.export import export
+    from training.grow import grow_state
+    from training.model import ArchConfig
+    from training.train import TrainConfig, Trainer
+
+    cfg = TrainConfig.smoke()
+    two = dataclasses.replace(ArchConfig.tiny(), num_layers=2)
+    first = Trainer(tmp_path / "a", Corpus(tiny_corpus), two, cfg)
+    with torch.no_grad():  # uneven layer mixtures, so a wrong split of the duplicated entry would show
+        first.model.sd.layer_weights.copy_(torch.tensor([0.3, -0.2, 0.5]))
+        first.model.sv.layer_weights.copy_(torch.tensor([-0.4, 0.9, 0.1]))
+    export(first.model.eval(), tmp_path / "embedded")
+    same = Trainer(tmp_path / "b", Corpus(tiny_corpus), two, cfg)
+    same.init_from_export(tmp_path / "embedded")
+    deeper = Trainer(tmp_path / "c", Corpus(tiny_corpus), dataclasses.replace(two, num_layers=3), cfg)
+    deeper.init_from_export(tmp_path / "embedded", grow_at=1)
+    assert len(deeper.model.encoder.encoder.layers) == 3
+
+    audio = torch.randn(2, 16000, generator=torch.Generator().manual_seed(3))
+    outputs = []
+    for trainer in (same, deeper):
+        model = trainer.model.eval()
+        with torch.no_grad():
+            outputs.append((model.ctc(audio).logits, model.sd(audio).logits, model.sv(audio).embeddings))
+    for before, after in zip(*outputs):
+        torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    # the new layer is not a dead copy: its input projections hold the next layer's weights
+    layers = deeper.model.encoder.encoder.layers
+    assert torch.equal(layers[1].attention.q_proj.weight, layers[2].attention.q_proj.weight)
+    assert not layers[1].attention.out_proj.weight.any()
+    with pytest.raises(ValueError, match="outside 0..1"):
+        grow_state(first.model.ctc.state_dict(), 2)

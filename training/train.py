@@ -39,6 +39,7 @@ import torch
 
 from training.batches import BatchSampler, pit_bce
 from training.corpus import Corpus
+from training.grow import exported_depth, grow_state
 from training.model import ArchConfig, MultiTaskModel, angular_prototypical_loss, count_parameters, unit_norm_classes
 from training.scoring import char_error_rate
 from training.text import CTC_TOKENS
@@ -121,9 +122,10 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         unit_norm_classes(self.model)
 
-    def init_from_export(self, folder: Path) -> None:
+    def init_from_export(self, folder: Path, grow_at: int | None = None) -> None:
         """Start from an exported model (`folder/{ctc,sd,sv}` as written by `training.export`): the
-        shared encoder and the three heads; the AM-softmax class weights, never exported, start fresh."""
+        shared encoder and the three heads; the AM-softmax class weights, never exported, start fresh.
+        With `grow_at`, an identity layer is inserted before that encoder layer (`training.grow`)."""
         from safetensors.torch import load_file
 
         for name in ("ctc", "sd", "sv"):
@@ -131,6 +133,8 @@ class Trainer:
             if not path.is_file():
                 raise FileNotFoundError(f"no exported {name} head at {path}")
             state = {k: v.float() for k, v in load_file(str(path)).items()}
+            if grow_at is not None:
+                state = grow_state(state, grow_at)
             head = getattr(self.model, name)
             try:
                 missing, unexpected = head.load_state_dict(state, strict=False)
@@ -300,6 +304,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", type=Path, help="start from this checkpoint's weights (fresh optimiser and schedule)")
     parser.add_argument("--init-export", type=Path, metavar="DIR",
                         help="start from an exported model's weights (DIR/{ctc,sd,sv}; fresh optimiser and schedule)")
+    parser.add_argument("--grow-layer", type=int, metavar="K",
+                        help="with --init-export: one encoder layer deeper, an identity layer inserted before "
+                             "layer K (0-based), so training starts from the exported model's exact outputs")
     parser.add_argument("--smoke", action="store_true", help="tiny model, seconds of training (tests, CI)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -312,6 +319,10 @@ def main(argv: list[str] | None = None) -> None:
         state = torch.load(args.out / "checkpoint.pt", map_location="cpu", weights_only=False)
         arch = ArchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["arch"].items()})
         cfg = TrainConfig(**state["train"])
+    if args.grow_layer is not None:
+        if not args.init_export or args.resume:
+            parser.error("--grow-layer needs --init-export (and no --resume)")
+        arch = dataclasses.replace(arch, num_layers=exported_depth(args.init_export) + 1)
     if args.minutes is not None:
         cfg = dataclasses.replace(cfg, minutes=args.minutes)
     if args.bf16:
@@ -338,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.init:
         trainer.init_from(args.init)
     elif args.init_export:
-        trainer.init_from_export(args.init_export)
+        trainer.init_from_export(args.init_export, grow_at=args.grow_layer)
     trainer.run(log=lambda s: print(s, flush=True))
 
 
