@@ -373,3 +373,11 @@ def test_growing_an_exported_encoder_by_one_layer_keeps_its_outputs(tiny_corpus,
     assert not layers[1].attention.out_proj.weight.any()
     with pytest.raises(ValueError, match="outside 0..1"):
         grow_state(first.model.ctc.state_dict(), 2)
+
+    # the command line takes the depth from the export (the recipe default is 1 layer for --smoke)
+    from training.train import main
+    for extra, depth in (([], 2), (["--grow-layer", "1"], 3)):
+        out = tmp_path / f"cli{depth}"
+        main(["--out", str(out), "--corpus", str(tiny_corpus), "--smoke", "--minutes", "0.01",
+              "--init-export", str(tmp_path / "embedded"), *extra])
+        assert json.loads((out / "run.json").read_text())["arch"]["num_layers"] == depth

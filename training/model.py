@@ -26,7 +26,7 @@ class ArchConfig:
     """Size of the embedded model (a few million parameters; see docs/training.md)."""
 
     hidden_size: int = 256
-    num_layers: int = 5
+    num_layers: int = 6  # 5 until run 6; run 7 grew it (`--grow-layer`)
     num_heads: int = 4
     intermediate_size: int = 1024
     conv_dim: tuple[int, ...] = (64, 64, 128, 128, 256, 256, 256)  # cheap early layers (CPU time)

@@ -319,10 +319,11 @@ def main(argv: list[str] | None = None) -> None:
         state = torch.load(args.out / "checkpoint.pt", map_location="cpu", weights_only=False)
         arch = ArchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["arch"].items()})
         cfg = TrainConfig(**state["train"])
-    if args.grow_layer is not None:
-        if not args.init_export or args.resume:
-            parser.error("--grow-layer needs --init-export (and no --resume)")
-        arch = dataclasses.replace(arch, num_layers=exported_depth(args.init_export) + 1)
+    if args.grow_layer is not None and (not args.init_export or args.resume):
+        parser.error("--grow-layer needs --init-export (and no --resume)")
+    if args.init_export and not args.resume:  # the export's depth (one more with --grow-layer), not the default's
+        grown = 1 if args.grow_layer is not None else 0
+        arch = dataclasses.replace(arch, num_layers=exported_depth(args.init_export) + grown)
     if args.minutes is not None:
         cfg = dataclasses.replace(cfg, minutes=args.minutes)
     if args.bf16:
