@@ -381,3 +381,10 @@ def test_growing_an_exported_encoder_by_one_layer_keeps_its_outputs(tiny_corpus,
         main(["--out", str(out), "--corpus", str(tiny_corpus), "--smoke", "--minutes", "0.01",
               "--init-export", str(tmp_path / "embedded"), *extra])
         assert json.loads((out / "run.json").read_text())["arch"]["num_layers"] == depth
+
+
+def test_progress_line_leaves_out_heads_that_did_not_train():
+    from training.train import _loss_summary
+
+    assert _loss_summary({"ctc": 0.5, "sv": 1.25, "lr": 1e-4}) == "ctc 0.500 sv 1.250"
+    assert _loss_summary({"spk": 2.0, "sd": 0.1, "ctc": 0.5, "sv": 1.0}) == "ctc 0.500 sd 0.100 sv 1.000 spk 2.000"

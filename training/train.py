@@ -47,6 +47,12 @@ from training.text import CTC_TOKENS
 DEFAULT_CORPUS = Path("/work/runs/corpus")
 
 
+def _loss_summary(avg: dict[str, float]) -> str:
+    """The progress line's losses: those this interval trained (a switched-off head is left out,
+    not printed as nan)."""
+    return " ".join(f"{name} {avg[name]:.3f}" for name in ("ctc", "sd", "sv", "spk") if name in avg)
+
+
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
     """Optimisation settings of a run (the model size is `ArchConfig`)."""
@@ -263,8 +269,8 @@ class Trainer:
                 record = {"step": self.step, "minutes": round(self.elapsed_s / 60, 2), **{k: round(v, 5) for k, v in avg.items()},
                           "val_cer": round(cer, 4)}
                 self.history.append(record)
-                log(f"[train] step {self.step} {self.elapsed_s / 60:5.1f} min | ctc {avg['ctc']:.3f} sd {avg.get('sd', math.nan):.3f} "
-                    f"sv {avg['sv']:.3f} spk {avg.get('spk', math.nan):.3f} | lr {avg['lr']:.2e} | val CER {cer:.3f} | ETA {max(0.0, eta):.1f} min")
+                log(f"[train] step {self.step} {self.elapsed_s / 60:5.1f} min | {_loss_summary(avg)} "
+                    f"| lr {avg['lr']:.2e} | val CER {cer:.3f} | ETA {max(0.0, eta):.1f} min")
                 sums, counts, count = {}, {}, 0
             if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
                 self.save()
