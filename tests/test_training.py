@@ -388,3 +388,19 @@ def test_progress_line_leaves_out_heads_that_did_not_train():
 
     assert _loss_summary({"ctc": 0.5, "sv": 1.25, "lr": 1e-4}) == "ctc 0.500 sv 1.250"
     assert _loss_summary({"spk": 2.0, "sd": 0.1, "ctc": 0.5, "sv": 1.0}) == "ctc 0.500 sd 0.100 sv 1.000 spk 2.000"
+
+
+def test_flite_prob_draws_utterance_batches_from_flite_identities(tiny_corpus):
+    from training.batches import BatchSampler
+
+    def speakers_drawn(flite_prob: float) -> list[str]:
+        sampler = BatchSampler(Corpus(tiny_corpus), seed=3, max_utt_samples=8 * 16000, speaker_slots=3)
+        names = []
+        for _ in range(20):
+            batch = sampler.utterances(2, mix_prob=0.0, strength=0.0, flite_prob=flite_prob)
+            names += [sampler.speakers[int(k)] for k in batch.speakers]
+        return names
+
+    assert all(n.startswith("fl-") for n in speakers_drawn(1.0))
+    plain = speakers_drawn(0.0)
+    assert any(n.startswith("esp-") for n in plain)  # 4 of the 5 tiny training identities are espeak-ng

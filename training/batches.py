@@ -11,6 +11,7 @@ import torch
 from training.corpus import Corpus
 from training.mixing import augment, build_conversation, frame_count, frame_labels, mix_utterance
 from training.text import CTC_TOKENS
+from training.voices import FLITE_PREFIX
 
 _TOKEN_ID = {t: i for i, t in enumerate(CTC_TOKENS)}
 
@@ -68,16 +69,23 @@ class BatchSampler:
             raise ValueError(f"the {split} split has fewer than 2 utterances between 0.5 s and "
                              f"{max_utt_samples / 16000:.1f} s")
         self.by_length = sorted(keep, key=lambda i: rows[i]["length"])
+        self.flite_by_length = [i for i in self.by_length if rows[i]["speaker"].startswith(FLITE_PREFIX)]
         self.speakers = corpus.speakers(split)
         self.speaker_index = {s: i for i, s in enumerate(self.speakers)}
         self.by_speaker = corpus.by_speaker(split)
 
-    def utterances(self, batch_size: int, mix_prob: float, strength: float = 1.0) -> UtteranceBatch:
+    def utterances(self, batch_size: int, mix_prob: float, strength: float = 1.0,
+                   flite_prob: float = 0.0) -> UtteranceBatch:
         """`batch_size` utterances of similar length (little padding), augmented; with probability
-        `mix_prob` a piece of another speaker's utterance is mixed in (target stays the first)."""
+        `mix_prob` a piece of another speaker's utterance is mixed in (target stays the first).
+        With probability `flite_prob` the batch comes from flite identities only: they are a fifth
+        of the training speech and the model fits them far worse than espeak-ng's voices."""
         n = len(self.by_length)
-        start = int(self.rng.integers(0, max(1, n - batch_size)))
-        idx = self.by_length[start:start + batch_size]
+        pool = self.by_length
+        if flite_prob > 0 and len(self.flite_by_length) >= batch_size and self.rng.random() < flite_prob:
+            pool = self.flite_by_length
+        start = int(self.rng.integers(0, max(1, len(pool) - batch_size)))
+        idx = pool[start:start + batch_size]
         rows = self.corpus.rows[self.split]
         audios, labels, speakers, texts = [], [], [], []
         for i in idx:

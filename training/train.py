@@ -68,6 +68,7 @@ class TrainConfig:
     activity_every: int = 4  # conversation-window batch every this many steps
     activity_window_s: float = 5.0
     mix_prob: float = 0.15
+    flite_prob: float = 0.0  # share of utterance batches drawn from flite identities only (else ~19 % flite)
     aug_strength: float = 0.4  # test speech is clean; strength 1 (SNR down to 5 dB) slowed CTC badly
     ctc_weight: float = 1.0
     activity_weight: float = 1.0
@@ -199,7 +200,8 @@ class Trainer:
     def _losses(self) -> tuple[torch.Tensor, dict[str, float]]:
         """The step's total loss and its terms (NaN for a term not computed on this step)."""
         cfg = self.cfg
-        utt = self.sampler.utterances(cfg.batch_utterances, cfg.mix_prob, cfg.aug_strength)
+        utt = self.sampler.utterances(cfg.batch_utterances, cfg.mix_prob, cfg.aug_strength,
+                                       cfg.flite_prob)
         base = self.model.encode(utt.input_values, utt.attention_mask)
         ctc_out = self.model.ctc.forward_head(base, utt.attention_mask, utt.labels)
         sv_out = self.model.sv.forward_head(base, utt.attention_mask, utt.speakers)

@@ -33,6 +33,7 @@ ESPEAK_VARIANTS: tuple[str, ...] = (
     "norbert", "sandro", "shelby", "travis", "victor",
 )
 FLITE_VOICES: tuple[str, ...] = ("kal16", "awb", "rms", "slt", "kal")
+FLITE_PREFIX = "fl-"  # speaker names of flite identities start with this
 # Held-out espeak-ng variants: never heard in training.
 VAL_VARIANTS: tuple[str, ...] = ("Annie", "edward2", "iven3", "m5", "steph2", "travis")
 TEST_VARIANTS: tuple[str, ...] = (
@@ -91,7 +92,7 @@ def make_identities(split: str, n_espeak: int, n_flite: int, seed: int) -> list[
         voice = rng.choice(FLITE_VOICES)
         cents = 40 * rng.randrange(-11, 12) + cents_offset
         tempo = rng.randrange(85, 121, 5)
-        name = f"fl-{voice}-c{cents:+d}-t{tempo}"
+        name = f"{FLITE_PREFIX}{voice}-c{cents:+d}-t{tempo}"
         out.setdefault(name, SpeakerIdentity(name, "flite", voice, "", cents, tempo))
     return list(out.values())
 
