@@ -404,3 +404,18 @@ def test_flite_prob_draws_utterance_batches_from_flite_identities(tiny_corpus):
     assert all(n.startswith("fl-") for n in speakers_drawn(1.0))
     plain = speakers_drawn(0.0)
     assert any(n.startswith("esp-") for n in plain)  # 4 of the 5 tiny training identities are espeak-ng
+
+
+def test_asr_errors_are_broken_down_by_voice_family_worst_first():
+    from training.evaluate import by_voice_family, family_lines
+
+    refs = ["THE CAT", "A DOG", "THE CAT", "A DOG"]
+    families = ["fl-rms", "fl-rms", "esp-m3", "esp-m3"]
+    greedy = ["THE CAT", "A DOG", "THE KAT", "A DOG"]  # one error in 12 espeak-ng characters
+    with_lm = ["THE CAT", "A DOG", "THE CAT", "A DOG"]
+    table = by_voice_family(families, refs, {"greedy": greedy, "lm": with_lm})
+    assert list(table) == ["esp-m3", "fl-rms"]
+    assert table["esp-m3"] == {"utterances": 2, "cer_greedy": round(1 / 12, 4), "cer_lm": 0.0}
+    assert table["fl-rms"]["cer_greedy"] == 0.0
+    line = family_lines(table)[1]
+    assert "esp-m3 0.0/8.3 (2)" in line and line.index("esp-m3") < line.index("fl-rms")

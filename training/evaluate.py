@@ -35,6 +35,7 @@ from training.corpus import Corpus
 from training.mixing import FRAME_HOP_SAMPLES, SAMPLE_RATE, Segment, read_rttm
 from training.scoring import DerResult, char_error_rate, diarization_error, equal_error_rate, word_error_rate
 from training.train import greedy_decode
+from training.voices import voice_family
 
 WINDOW_S, HOP_S = 5.0, 2.5
 
@@ -60,8 +61,23 @@ def ctc_log_probs(model: UniSpeechSatForCTC, fe: FeatureExtractor, audios: list[
     return out  # type: ignore[return-value]
 
 
-def evaluate_asr(model_dir: Path, sets: dict[str, tuple[list[np.ndarray], list[str]]], lm: Path | None) -> dict:
-    """CER/WER greedy and with the LM for each named set of (audios, transcripts)."""
+def by_voice_family(families: list[str], refs: list[str], hyps: dict[str, list[str]]) -> dict[str, dict]:
+    """CER of each voice family (`training.voices.voice_family`) for each named list of hypotheses,
+    worst first by the first list: where a model's errors come from (synthesizers differ a lot)."""
+    out: dict[str, dict] = {}
+    for fam in sorted(set(families)):
+        idx = [k for k, f in enumerate(families) if f == fam]
+        r = [refs[k] for k in idx]
+        out[fam] = {"utterances": len(idx), **{f"cer_{name}": round(char_error_rate(r, [h[k] for k in idx]), 4)
+                                                for name, h in hyps.items()}}
+    first = f"cer_{next(iter(hyps))}"
+    return dict(sorted(out.items(), key=lambda kv: -kv[1][first]))
+
+
+def evaluate_asr(model_dir: Path, sets: dict[str, tuple[list[np.ndarray], list[str]]], lm: Path | None,
+                 families: dict[str, list[str]] | None = None) -> dict:
+    """CER/WER greedy and with the LM for each named set of (audios, transcripts); per voice family
+    too for the sets that `families` labels (one family per utterance)."""
     model = UniSpeechSatForCTC.from_pretrained(model_dir / "ctc")
     fe = FeatureExtractor.from_pretrained(model_dir / "ctc")
     decoder = None
@@ -81,6 +97,9 @@ def evaluate_asr(model_dir: Path, sets: dict[str, tuple[list[np.ndarray], list[s
         if decoder is not None:
             with_lm = [" ".join(w.text for w in decoder.decode(lp)).upper() for lp in lps]
             r.update(cer_lm=char_error_rate(refs, with_lm), wer_lm=word_error_rate(refs, with_lm))
+        if families and name in families:
+            hyps = {"lm": with_lm, "greedy": greedy} if decoder is not None else {"greedy": greedy}
+            r["by_family"] = by_voice_family(families[name], refs, hyps)
         for k in range(min(3, len(refs))):
             r["examples"].append({"ref": refs[k], "greedy": greedy[k], **({"lm": with_lm[k]} if decoder else {})})
         r["seconds"] = round(time.monotonic() - t0, 1)
@@ -344,6 +363,17 @@ def evaluate_der(model_dir: Path, conv_dir: Path, sv_threshold: float) -> dict:
             "scorer": "training.scoring.diarization_error (md-eval rules, own implementation)"}
 
 
+def family_lines(by_family: dict[str, dict] | None) -> list[str]:
+    """The report's per-voice-family CER paragraph (empty when the results have none)."""
+    if not by_family:
+        return []
+    def cer(r: dict) -> str:
+        return "/".join(f"{100 * r[k]:.1f}" for k in ("cer_lm", "cer_greedy") if k in r)
+    keys = "with LM / greedy" if "cer_lm" in next(iter(by_family.values())) else "greedy"
+    parts = [f"{fam} {cer(r)} ({r['utterances']})" for fam, r in by_family.items()]
+    return ["", f"Test CER offline by voice family, % {keys} (utterances), worst first: " + ", ".join(parts) + "."]
+
+
 def markdown_report(results: dict, command: str) -> str:
     """The evaluation report (models/embedded/EVALUATION.md) as a Markdown table."""
     def pct(x):
@@ -394,6 +424,7 @@ def markdown_report(results: dict, command: str) -> str:
               + ("" if "der_turns_named_right" not in sder else
                  f"; with every streaming turn named after the reference speaker it overlaps most, DER "
                  f"{pct(sder['der_turns_named_right'])} (segmentation; the rest is naming)"),
+              *family_lines(results["asr_offline"].get("test", {}).get("by_family")),
               "", "Scorers: `training/scoring.py` (own implementation; DER follows md-eval rules on a 1 ms grid).",
               "Examples (reference / greedy / with LM):", ""]
     for name, r in results["asr_offline"].items():
@@ -442,7 +473,9 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--tune-lm: {args.model / 'ctc'} has no language model")
         results["lm_tuning"] = tune_lm(args.model, corpus, lm)
         print(json.dumps(results["lm_tuning"], indent=1), flush=True)
-    results["asr_offline"] = evaluate_asr(args.model, sets, lm)
+    families = {name: [voice_family(corpus.rows[name][i]["speaker"]) for i in range(len(sets[name][1]))]
+                for name in sets}
+    results["asr_offline"] = evaluate_asr(args.model, sets, lm, families)
     print(json.dumps(results["asr_offline"], indent=1), flush=True)
     results["sv_offline"] = evaluate_sv(args.model, corpus)
     print(json.dumps(results["sv_offline"], indent=1), flush=True)
