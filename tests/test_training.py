@@ -338,6 +338,12 @@ def test_report_renders_the_shipped_evaluation_and_the_lm_beam_table():
     text = markdown_report(results, "python -m training.evaluate ...")
     assert "| CER greedy | test" in text
     assert "validation WER 29.8 % at beam 128; by beam width 32: 32.8 %, 128: 29.8 %." in text
+    assert "more test conversations" not in text  # the shipped report predates them
+    results["streaming_der_more"] = {"conversations": 40, "der": 0.135, "confusion": 0.107,
+                                     "der_turns_named_right": 0.0442, "seed_tag": 79}
+    text = markdown_report(results, "python -m training.evaluate ...")
+    assert ("Streaming DER of 40 more test conversations (built with seed tag 79, `training.tune_clustering "
+            "--score-only --split test`): 13.5 %, confusion 10.7 %, turns named right 4.4 %.") in text
 
 
 def test_growing_an_exported_encoder_by_one_layer_keeps_its_outputs(tiny_corpus, tmp_path):

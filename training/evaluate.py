@@ -38,6 +38,7 @@ from training.train import greedy_decode
 from training.voices import voice_family
 
 WINDOW_S, HOP_S = 5.0, 2.5
+MORE_DER_SEED_TAG = 79  # freshly built test conversations beyond the corpus's 16 (seed tag 77)
 
 
 def _batches(audios: list[np.ndarray], size: int):
@@ -363,6 +364,15 @@ def evaluate_der(model_dir: Path, conv_dir: Path, sv_threshold: float) -> dict:
             "scorer": "training.scoring.diarization_error (md-eval rules, own implementation)"}
 
 
+def more_der_lines(more: dict | None) -> list[str]:
+    """The report's line on the streaming DER of the extra test conversations (empty without them)."""
+    if not more:
+        return []
+    return ["", f"Streaming DER of {more['conversations']} more test conversations (built with seed tag "
+            f"{more['seed_tag']}, `training.tune_clustering --score-only --split test`): {100 * more['der']:.1f} %, "
+            f"confusion {100 * more['confusion']:.1f} %, turns named right {100 * more['der_turns_named_right']:.1f} %."]
+
+
 def family_lines(by_family: dict[str, dict] | None) -> list[str]:
     """The report's per-voice-family CER paragraph (empty when the results have none)."""
     if not by_family:
@@ -424,6 +434,7 @@ def markdown_report(results: dict, command: str) -> str:
               + ("" if "der_turns_named_right" not in sder else
                  f"; with every streaming turn named after the reference speaker it overlaps most, DER "
                  f"{pct(sder['der_turns_named_right'])} (segmentation; the rest is naming)"),
+              *more_der_lines(results.get("streaming_der_more")),
               *family_lines(results["asr_offline"].get("test", {}).get("by_family")),
               "", "Scorers: `training/scoring.py` (own implementation; DER follows md-eval rules on a 1 ms grid).",
               "Examples (reference / greedy / with LM):", ""]
@@ -451,6 +462,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="first choose the LM weights on validation utterances (writes ctc/lm_weights.json)")
     parser.add_argument("--cli", action="store_true",
                         help="also measure EER through run_live.py enroll/identify/verify subprocesses (training.evaluate_cli)")
+    parser.add_argument("--der-conversations", type=int, default=40,
+                        help="with --streaming, also the streaming DER of this many more test conversations "
+                             "(seed tag 79; 0: none): 16 conversations move DER by several points with the draw")
     parser.add_argument("--trials-dir", type=Path, default=Path("/work/runs/trials"))
     parser.add_argument("--limit", type=int, help="at most this many utterances per set (quick checks)")
     parser.add_argument("--threads", type=int, default=2)
@@ -507,6 +521,12 @@ def main(argv: list[str] | None = None) -> None:
             key = "streaming" if dtype == "fp32" else f"streaming_{dtype}"
             results[key] = evaluate_streaming(args.model, sets, args.corpus / "conversations", lm, dtype)
             print(key, json.dumps(results[key], indent=1), flush=True)
+        if args.der_conversations > 0:
+            from training.tune_clustering import build_conversations, score
+
+            more = build_conversations(corpus, "test", args.der_conversations, MORE_DER_SEED_TAG)
+            results["streaming_der_more"] = {**score(args.model, more), "seed_tag": MORE_DER_SEED_TAG}
+            print("streaming_der_more", json.dumps(results["streaming_der_more"], indent=1), flush=True)
     results["seconds"] = round(time.monotonic() - t0, 1)
     if args.out:
         args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
