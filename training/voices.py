@@ -59,8 +59,8 @@ def voice_family(name: str) -> str:
     its flite voice (any pitch shift, tempo). Identities of one family are the hardest to tell apart
     (measured: docs/training.md, stage 2)."""
     parts = name.split("-")
-    if parts[0] == "fl" and len(parts) >= 2:
-        return f"fl-{parts[1]}"
+    if name.startswith(FLITE_PREFIX) and len(parts) >= 2:
+        return f"{FLITE_PREFIX}{parts[1]}"
     if parts[0] == "esp" and len(parts) >= 4:
         return f"esp-{parts[-3]}"
     raise ValueError(f"not a synthetic identity name: {name!r}")
