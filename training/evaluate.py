@@ -464,7 +464,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="also measure EER through run_live.py enroll/identify/verify subprocesses (training.evaluate_cli)")
     parser.add_argument("--der-conversations", type=int, default=40,
                         help="with --streaming, also the streaming DER of this many more test conversations "
-                             "(seed tag 79; 0: none): 16 conversations move DER by several points with the draw")
+                             f"(seed tag {MORE_DER_SEED_TAG}; 0: none): 16 conversations move DER by several "
+                             "points with the draw")
     parser.add_argument("--trials-dir", type=Path, default=Path("/work/runs/trials"))
     parser.add_argument("--limit", type=int, help="at most this many utterances per set (quick checks)")
     parser.add_argument("--threads", type=int, default=2)
