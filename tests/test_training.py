@@ -425,3 +425,39 @@ def test_asr_errors_are_broken_down_by_voice_family_worst_first():
     assert table["fl-rms"]["cer_greedy"] == 0.0
     line = family_lines(table)[1]
     assert "esp-m3 0.0/8.3 (2)" in line and line.index("esp-m3") < line.index("fl-rms")
+
+
+def test_change_speed_moves_pitch_and_length_together_and_keeps_loudness():
+    from training.mixing import change_speed
+
+    t = np.arange(16000) / 16000
+    tone = np.sin(2 * np.pi * 400 * t).astype(np.float32)
+    for factor in (0.9, 1.12):
+        out = change_speed(tone, factor)
+        assert out.dtype == np.float32 and len(out) == round(16000 / factor)
+        peak_hz = np.argmax(np.abs(np.fft.rfft(out))) * 16000 / len(out)
+        assert abs(peak_hz - 400 * factor) < 2.0
+        assert np.sqrt(np.mean(out ** 2)) == pytest.approx(np.sqrt(0.5), rel=0.02)
+    assert np.array_equal(change_speed(tone, 1.0), tone)
+    with pytest.raises(ValueError, match="positive"):
+        change_speed(tone, 0.0)
+
+
+def test_speed_changed_utterances_train_captions_but_not_the_speaker_loss(tiny_corpus, tmp_path):
+    from training.batches import BatchSampler
+    from training.model import ArchConfig
+    from training.train import TrainConfig, Trainer
+
+    def batch(speed_prob: float):
+        sampler = BatchSampler(Corpus(tiny_corpus), seed=5, max_utt_samples=8 * 16000, speaker_slots=3)
+        return sampler.utterances(3, mix_prob=0.0, strength=0.0, speed_prob=speed_prob)
+
+    plain, changed = batch(0.0), batch(1.0)
+    assert not plain.speed_changed.any() and changed.speed_changed.all()
+    assert plain.texts == changed.texts  # same draw, same transcripts: only the audio moved
+    assert not torch.equal(plain.attention_mask.sum(1), changed.attention_mask.sum(1))
+
+    cfg = dataclasses.replace(TrainConfig.smoke(), speed_prob=1.0)
+    trainer = Trainer(tmp_path / "speed", Corpus(tiny_corpus), ArchConfig.tiny(), cfg)
+    losses = trainer.train_step()
+    assert np.isfinite(losses["ctc"]) and np.isnan(losses["sv"])  # every voice changed: no speaker term

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from training.corpus import Corpus
-from training.mixing import augment, build_conversation, frame_count, frame_labels, mix_utterance
+from training.mixing import augment, build_conversation, change_speed, frame_count, frame_labels, mix_utterance
 from training.text import CTC_TOKENS
 from training.voices import FLITE_PREFIX
 
@@ -33,6 +33,7 @@ class UtteranceBatch:
     labels: torch.Tensor  # (B,L) token ids, -100 padded
     speakers: torch.Tensor  # (B,) training speaker index
     texts: tuple[str, ...]
+    speed_changed: torch.Tensor  # (B,) bool: played faster or slower, so no longer its speaker's voice
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +76,15 @@ class BatchSampler:
         self.by_speaker = corpus.by_speaker(split)
 
     def utterances(self, batch_size: int, mix_prob: float, strength: float = 1.0,
-                   flite_prob: float = 0.0) -> UtteranceBatch:
+                   flite_prob: float = 0.0, speed_prob: float = 0.0,
+                   speed_range: float = 0.1) -> UtteranceBatch:
         """`batch_size` utterances of similar length (little padding), augmented; with probability
         `mix_prob` a piece of another speaker's utterance is mixed in (target stays the first).
         With probability `flite_prob` the batch comes from flite identities only: they are a fifth
-        of the training speech and the model fits them far worse than espeak-ng's voices."""
+        of the training speech and the model fits them far worse than espeak-ng's voices.
+        With probability `speed_prob` an utterance is sped up or slowed down by a factor drawn from
+        1 +- `speed_range` (pitch moves with tempo), which makes voices the corpus does not have;
+        such utterances are flagged in `speed_changed` so the speaker loss can leave them out."""
         n = len(self.by_length)
         pool = self.by_length
         if flite_prob > 0 and len(self.flite_by_length) >= batch_size and self.rng.random() < flite_prob:
@@ -87,13 +92,16 @@ class BatchSampler:
         start = int(self.rng.integers(0, max(1, len(pool) - batch_size)))
         idx = pool[start:start + batch_size]
         rows = self.corpus.rows[self.split]
-        audios, labels, speakers, texts = [], [], [], []
+        audios, labels, speakers, texts, changed = [], [], [], [], []
         for i in idx:
             audio = self.corpus.audio(self.split, i)
             if self.rng.random() < mix_prob:
                 j = self.by_length[int(self.rng.integers(n))]
                 if rows[j]["speaker"] != rows[i]["speaker"]:
                     audio = mix_utterance(self.rng, audio, self.corpus.audio(self.split, j))
+            changed.append(speed_prob > 0 and self.rng.random() < speed_prob)
+            if changed[-1]:
+                audio = change_speed(audio, float(self.rng.uniform(1 - speed_range, 1 + speed_range)))
             audios.append(augment(self.rng, audio, strength))
             labels.append(encode_transcript(rows[i]["text"]))
             speakers.append(self.speaker_index[rows[i]["speaker"]])
@@ -102,7 +110,7 @@ class BatchSampler:
         lab = torch.full((len(idx), max(len(l) for l in labels)), -100, dtype=torch.long)
         for k, l in enumerate(labels):
             lab[k, :len(l)] = torch.tensor(l)
-        return UtteranceBatch(x, m, lab, torch.tensor(speakers), tuple(texts))
+        return UtteranceBatch(x, m, lab, torch.tensor(speakers), tuple(texts), torch.tensor(changed))
 
     def speaker_crops(self, n_speakers: int, clips: int, crop_samples: int, strength: float = 1.0
                       ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -209,6 +209,21 @@ def _colored_noise(rng: np.random.Generator, n: int) -> np.ndarray:
     return noise / (np.std(noise) + 1e-8)
 
 
+def change_speed(audio: np.ndarray, factor: float) -> np.ndarray:
+    """`audio` played `factor` times faster (pitch and tempo together, as Kaldi's speed
+    perturbation and sox's `speed`): band-limited resampling to `len / factor` samples."""
+    if factor <= 0:
+        raise ValueError(f"speed factor must be positive, got {factor}")
+    n = len(audio)
+    m = max(1, int(round(n / factor)))
+    if n == 0 or m == n:
+        return audio.astype(np.float32, copy=True)
+    spec = np.fft.rfft(audio.astype(np.float64))
+    keep = min(len(spec), m // 2 + 1)  # drop what would alias when the rate goes down
+    out = np.fft.irfft(spec[:keep], m) * (m / n)
+    return out.astype(np.float32)
+
+
 def augment(rng: np.random.Generator, audio: np.ndarray, strength: float = 1.0) -> np.ndarray:
     """Random reverberation, band limits, additive noise and gain (`strength` 0 = none, 1 = full)."""
     x = audio.astype(np.float32)

@@ -69,6 +69,8 @@ class TrainConfig:
     activity_window_s: float = 5.0
     mix_prob: float = 0.15
     flite_prob: float = 0.0  # share of utterance batches drawn from flite identities only (else ~19 % flite)
+    speed_prob: float = 0.0  # share of utterances sped up / slowed down (CTC only; new voices)
+    speed_range: float = 0.1  # speed factors drawn from 1 +- this
     aug_strength: float = 0.4  # test speech is clean; strength 1 (SNR down to 5 dB) slowed CTC badly
     ctc_weight: float = 1.0
     activity_weight: float = 1.0
@@ -201,11 +203,16 @@ class Trainer:
         """The step's total loss and its terms (NaN for a term not computed on this step)."""
         cfg = self.cfg
         utt = self.sampler.utterances(cfg.batch_utterances, cfg.mix_prob, cfg.aug_strength,
-                                       cfg.flite_prob)
+                                       cfg.flite_prob, cfg.speed_prob, cfg.speed_range)
         base = self.model.encode(utt.input_values, utt.attention_mask)
         ctc_out = self.model.ctc.forward_head(base, utt.attention_mask, utt.labels)
-        sv_out = self.model.sv.forward_head(base, utt.attention_mask, utt.speakers)
-        loss = cfg.ctc_weight * ctc_out.loss + cfg.xvector_weight * sv_out.loss
+        sv_out = self.model.sv.forward_head(base, utt.attention_mask)
+        same_voice = ~utt.speed_changed  # a sped-up voice is not its speaker's any more
+        sv_loss = (self.model.sv.objective(sv_out.logits[same_voice], utt.speakers[same_voice])
+                   if bool(same_voice.any()) else torch.tensor(float("nan")))
+        loss = cfg.ctc_weight * ctc_out.loss
+        if bool(same_voice.any()):
+            loss = loss + cfg.xvector_weight * sv_loss
         sd_loss = torch.tensor(float("nan"))
         if self.step % max(1, cfg.activity_every) == 0:
             act = self.sampler.conversations(cfg.activity_batch, int(cfg.activity_window_s * 16000), cfg.aug_strength)
@@ -222,7 +229,7 @@ class Trainer:
             crop_loss = (self.model.sv.objective(emb, spk)
                          + angular_prototypical_loss(emb, cfg.crop_clips, self.ap_scale[0], self.ap_scale[1]))
             loss = loss + cfg.crops_weight * crop_loss
-        return loss, {"ctc": ctc_out.loss.item(), "sd": sd_loss.item(), "sv": sv_out.loss.item(),
+        return loss, {"ctc": ctc_out.loss.item(), "sd": sd_loss.item(), "sv": sv_loss.item(),
                       "spk": crop_loss.item()}
 
     @torch.no_grad()
