@@ -76,7 +76,7 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
     mod.add_argument("--device", metavar="DEV", help="auto (default), cpu, cuda, cuda:N", **d)
     mod.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="compute precision (default fp32)", **d)
     mod.add_argument("--lm-beam", type=int, metavar="N",
-                     help="beam width of the language-model decoder (default 128; smaller is faster)", **d)
+                     help="beam width of the language-model decoder (default 512; smaller is faster)", **d)
     mod.add_argument("--speakers-db", metavar="PATH", help="speaker store (default in the user data dir)", **d)
     return p
 

@@ -265,7 +265,7 @@ def test_engine_builds_the_lm_decoder_with_the_configured_beam(tmp_path):
 
     path = tmp_path / "lm.arpa.gz"
     write_arpa(estimate(count_ngrams([normalize_line(s) for s in ["hello world"] * 3], 2)), path)
-    for config, beam in ((EngineConfig(), 128), (EngineConfig(lm_beam_width=7), 7)):
+    for config, beam in ((EngineConfig(), 512), (EngineConfig(lm_beam_width=7), 7)):
         engine = Engine(ScriptedModels(heads=frozenset({"ctc"})), config, lm=path)
         assert engine.lm_factory().decoder.beam_width == beam
     with pytest.raises(ValueError, match="lm_beam_width"):

@@ -7,7 +7,7 @@ import pytest
 
 from models.lm.arpa import count_ngrams, estimate, normalize_line, write_arpa
 from models.ctc_vocab import WordSpan
-from models.lm.decoder import CTCBeamDecoder
+from models.lm.decoder import DEFAULT_BEAM_WIDTH, CTCBeamDecoder
 from models.lm.synthetic_check import LIBRI_TOKENS, edit_distance, greedy_words, noisy_logits
 
 LOWER = ["<pad>", "|", *"abcdefghijklmnopqrstuvwxyz'"]
@@ -215,7 +215,7 @@ def test_tuned_weights_beside_the_lm_are_the_decoders_defaults(lm_path, tmp_path
 def test_with_beam_width_shares_the_lm_and_decodes_the_same_easy_input(lm_path):
     decoder = CTCBeamDecoder(LOWER, 0, lm=lm_path, alpha=1.0, beta=0.5)
     narrow = decoder.with_beam_width(4)
-    assert (decoder.beam_width, narrow.beam_width) == (128, 4)
+    assert (decoder.beam_width, narrow.beam_width) == (DEFAULT_BEAM_WIDTH, 4)
     assert narrow._lm is decoder._lm  # no reload
     frames = scores("-f-a-t- -c-a-t-", LOWER)
     assert [w.text for w in narrow.decode(frames)] == [w.text for w in decoder.decode(frames)] == ["fat", "cat"]

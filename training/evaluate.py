@@ -108,7 +108,7 @@ def evaluate_asr(model_dir: Path, sets: dict[str, tuple[list[np.ndarray], list[s
     return results
 
 
-LM_BEAM_WIDTHS = (32, 64, 128, 256)
+LM_BEAM_WIDTHS = (32, 128, 256, 512)
 
 
 def tune_lm(model_dir: Path, corpus: Corpus, lm: Path, utterances: int = 120) -> dict:
