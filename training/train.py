@@ -208,10 +208,10 @@ class Trainer:
         ctc_out = self.model.ctc.forward_head(base, utt.attention_mask, utt.labels)
         sv_out = self.model.sv.forward_head(base, utt.attention_mask)
         same_voice = ~utt.speed_changed  # a sped-up voice is not its speaker's any more
-        sv_loss = (self.model.sv.objective(sv_out.logits[same_voice], utt.speakers[same_voice])
-                   if bool(same_voice.any()) else torch.tensor(float("nan")))
         loss = cfg.ctc_weight * ctc_out.loss
+        sv_loss = torch.tensor(float("nan"))
         if bool(same_voice.any()):
+            sv_loss = self.model.sv.objective(sv_out.logits[same_voice], utt.speakers[same_voice])
             loss = loss + cfg.xvector_weight * sv_loss
         sd_loss = torch.tensor(float("nan"))
         if self.step % max(1, cfg.activity_every) == 0:
