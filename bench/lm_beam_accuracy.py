@@ -1,0 +1,57 @@
+"""What the LM decoder's beam width buys in streaming: test-split CER/WER with the LM per beam.
+
+Every test utterance of the corpus goes through `engine.Engine` at its default settings except
+`lm_beam_width` (0.5 s of silence either side, 0.1 s chunks, then flushed; the final captions after
+their revisions are the transcript, as `training.evaluate --streaming` scores them). The CPU side of
+the same choice is `bench.lm_beam`. Needs a built corpus (docs/training.md) and takes about 1.5 min
+per beam for the embedded model on two cores.
+
+    .venv/bin/python -m bench.lm_beam_accuracy [--model models/embedded] [--corpus /work/runs/corpus]
+        [--beams 128 256 512 1024] [--split test]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from engine import Engine, EngineConfig
+    from models.lm import find_language_model
+    from training.corpus import Corpus
+    from training.evaluate_stream import _run_stream, final_transcript
+    from training.scoring import char_error_rate, word_error_rate
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, default=ROOT / "models" / "embedded")
+    p.add_argument("--corpus", type=Path, default=Path("/work/runs/corpus"))
+    p.add_argument("--beams", type=int, nargs="+", default=[128, 256, 512, 1024])
+    p.add_argument("--split", default="test", choices=("val", "test", "everyday"))
+    args = p.parse_args(argv)
+    lm = find_language_model(args.model / "ctc")
+    if lm is None:
+        raise SystemExit(f"no language model beside {args.model / 'ctc'}")
+    corpus = Corpus(args.corpus)
+    rows = corpus.rows[args.split]
+    pad = np.zeros(8000, np.float32)
+    audios = [np.concatenate([pad, corpus.audio(args.split, i), pad]) for i in range(len(rows))]
+    refs = [r["text"] for r in rows]
+    print(f"{len(refs)} {args.split} utterances, {args.model}")
+    print("| beam | streaming CER with LM | WER | seconds |\n| --- | --- | --- | --- |")
+    for beam in args.beams:
+        engine = Engine.from_checkpoints(asr=str(args.model / "ctc"), lm=str(lm),
+                                         config=EngineConfig(lm_beam_width=beam))
+        t0 = time.monotonic()
+        hyps = [final_transcript(_run_stream(engine.new_stream(), a)) for a in audios]
+        print(f"| {beam} | {100 * char_error_rate(refs, hyps):.2f} % | {100 * word_error_rate(refs, hyps):.2f} % "
+              f"| {time.monotonic() - t0:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
