@@ -344,6 +344,24 @@ def test_report_renders_the_shipped_evaluation_and_the_lm_beam_table():
     text = markdown_report(results, "python -m training.evaluate ...")
     assert ("Streaming DER of 40 more test conversations (built with seed tag 79, `training.tune_clustering "
             "--score-only --split test`): 13.5 %, confusion 10.7 %, turns named right 4.4 %.") in text
+    assert "over all" not in text  # no pooled figure without the seconds behind each DER
+
+
+def test_pooled_der_weighs_each_set_by_its_scored_time():
+    from training.evaluate import markdown_report, pooled_der
+    from training.scoring import DerResult
+    from training.tune_clustering import der_seconds
+
+    sixteen = {"files": 16, "der": 0.2, **der_seconds(DerResult(300.0, 10.0, 5.0, 45.0))}
+    forty = {"conversations": 40, "der": 0.1, **der_seconds(DerResult(900.0, 20.0, 10.0, 60.0))}
+    pooled = pooled_der(sixteen, forty)
+    # (60 + 90) s of error in 1200 s: not the mean of 20 % and 10 %, nor weighted by count (12.9 %)
+    assert pooled == {"conversations": 56, "der": 0.125, "scored_s": 1200.0, "error_s": 150.0}
+    assert pooled_der(sixteen, {"conversations": 40, "der": 0.1}) is None  # results from before the seconds
+    results = json.loads((Path(__file__).parents[1] / "models/embedded/evaluation.json").read_text())
+    results["streaming_der_all"] = pooled
+    text = markdown_report(results, "python -m training.evaluate ...")
+    assert "Streaming DER over all 56 test conversations above, pooled (150 s of error in 1200 s scored): 12.5 %" in text
 
 
 def test_growing_an_exported_encoder_by_one_layer_keeps_its_outputs(tiny_corpus, tmp_path):

@@ -85,6 +85,8 @@ def evaluate_streaming(model_dir: Path, sets: dict[str, tuple[list[np.ndarray], 
         results["der"] = {"files": len(per_file), "der": total.der, "miss": total.miss_s / total.scored_s,
                           "false_alarm": total.false_alarm_s / total.scored_s,
                           "confusion": total.confusion_s / total.scored_s, "per_file": per_file, "collar_s": 0.25,
+                          "scored_s": round(total.scored_s, 3),
+                          "error_s": round(total.miss_s + total.false_alarm_s + total.confusion_s, 3),
                           # the same turns, each named after the reference speaker it overlaps most:
                           # what is left is segmentation error, the rest of `der` is naming error
                           "der_turns_named_right": named.der}

@@ -101,6 +101,12 @@ def sweep(model_dir: Path, conversations: list, grid: tuple[float, ...],
     return results
 
 
+def der_seconds(total: DerResult) -> dict:
+    """The error and scored seconds behind a DER, so DERs of several sets can be pooled."""
+    return {"scored_s": round(total.scored_s, 3),
+            "error_s": round(total.miss_s + total.false_alarm_s + total.confusion_s, 3)}
+
+
 def score(model_dir: Path, conversations: list) -> dict:
     """Streaming DER of `conversations` with the model as the app runs it (its measured
     thresholds), and with every turn named after its majority reference speaker (segmentation only)."""
@@ -115,6 +121,7 @@ def score(model_dir: Path, conversations: list) -> dict:
     speakers = engine.config.speakers
     return {"conversations": len(conversations), "der": round(total.der, 4),
             "confusion": round(total.confusion_s / max(total.scored_s, 1e-9), 4),
+            **der_seconds(total),
             "der_turns_named_right": round(named.der, 4),
             "thresholds": {"clustering": speakers.new_cluster_threshold, "change": speakers.change_threshold}}
 
