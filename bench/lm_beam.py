@@ -1,4 +1,4 @@
-"""What the LM decoder's beam width costs in streaming: CPU time of the re-decoder per second of audio.
+"""What the LM decoder's beam width (and its hypothesis merging) costs in streaming: CPU time of the re-decoder per second of audio.
 
 The embedded CTC model's log-probabilities for the turns of the bundled demo conversation (three
 voices, some overlap) are computed once; then the streaming re-decoder (engine.lm_redecode,
@@ -8,7 +8,7 @@ beam 32 measured in the same run, frames decoded per frame, and the WER over the
 words (a small sample: the accuracy figures that matter are `training.evaluate --tune-lm`'s,
 docs/lm.md).
 
-    .venv/bin/python -m bench.lm_beam [--beams 32 64 128 256] [--repeats 3]
+    .venv/bin/python -m bench.lm_beam [--beams 32 64 128 256] [--log-add on off] [--repeats 3]
 
 Pause training first (`touch RUN/PAUSE`) so the cores are not shared.
 """
@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--beams", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--log-add", nargs="+", default=["on"], choices=("on", "off"),
+                        help="how the decoder merges hypotheses: on sums them (the default), off keeps the best")
     args = parser.parse_args(argv)
     from models import CTCVocab
     from models.lm import CTCBeamDecoder, find_language_model
@@ -80,21 +82,25 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     log_probs, reference, seconds = demo_log_probs()
     vocab = CTCVocab.from_pretrained(MODEL)
-    base = CTCBeamDecoder(list(vocab.tokens), vocab.blank_id, "|", lm=find_language_model(MODEL))
+    modes = sorted(set(args.log_add), key=("off", "on").index)
+    bases = {mode: CTCBeamDecoder(list(vocab.tokens), vocab.blank_id, "|", lm=find_language_model(MODEL),
+                                  log_add=mode == "on") for mode in modes}
+    base = bases[modes[0]]
     print(f"demo turns: {seconds:.1f} s, {len(log_probs)} frames, {len(reference.split())} words; "
           f"LM weights alpha {base.alpha}, beta {base.beta}; best of {args.repeats} runs on one thread")
-    print("| beam | CPU ms per audio s | vs beam 32 | frames decoded per frame | demo WER |")
-    print("| --- | --- | --- | --- | --- |")
+    print(f"| beam | log-add | CPU ms per audio s | vs beam 32, log-add {modes[0]} | frames decoded per frame | demo WER |")
+    print("| --- | --- | --- | --- | --- | --- |")
     baseline = None
     for width in sorted(set(args.beams) | {32}):
-        decoder = base.with_beam_width(width)
-        runs = [stream(decoder, log_probs) for _ in range(args.repeats)]
-        words, _, decoded = runs[0]
-        cpu = min(r[1] for r in runs)
-        baseline = cpu if width == 32 else baseline
-        wer = word_error_rate([reference], [" ".join(words).upper()])
-        print(f"| {width} | {1000 * cpu / seconds:.0f} | {cpu / baseline:.2f}x | {decoded / len(log_probs):.1f} | "
-              f"{100 * wer:.1f} % |", flush=True)
+        for mode in modes:
+            decoder = bases[mode].with_beam_width(width)
+            runs = [stream(decoder, log_probs) for _ in range(args.repeats)]
+            words, _, decoded = runs[0]
+            cpu = min(r[1] for r in runs)
+            baseline = cpu if baseline is None else baseline  # the first row: beam 32, first mode
+            wer = word_error_rate([reference], [" ".join(words).upper()])
+            print(f"| {width} | {mode} | {1000 * cpu / seconds:.0f} | {cpu / baseline:.2f}x | "
+                  f"{decoded / len(log_probs):.1f} | {100 * wer:.1f} % |", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,20 @@
-"""What the LM decoder's beam width (and the caption schedule) buys in streaming: test-split CER/WER with the LM.
+"""What the LM decoder's beam width (its hypothesis merging, the caption schedule) buys in streaming: test-split CER/WER with the LM.
 
 Every test utterance of the corpus goes through `engine.Engine` at its default settings except
-`lm_beam_width` and, with `--ctc-schedules`, the caption schedule (0.5 s of silence either side, 0.1 s chunks, then flushed; the final captions after
+`lm_beam_width`, `lm_log_add` and, with `--ctc-schedules`, the caption schedule (0.5 s of silence either side, 0.1 s chunks, then flushed; the final captions after
 their revisions are the transcript, as `training.evaluate --streaming` scores them). The CPU side of
 the same choice is `bench.lm_beam`. Needs a built corpus (docs/training.md) and takes about 1.5 min
 per row for the embedded model on two cores.
 
     .venv/bin/python -m bench.lm_beam_accuracy [--model models/embedded] [--corpus /work/runs/corpus]
-        [--beams 128 256 512 1024] [--ctc-schedules 1.0,0.8,0.4 2.0,0.8,0.4] [--split test]
+        [--beams 128 256 512 1024] [--log-add on off] [--ctc-schedules 1.0,0.8,0.4 2.0,0.8,0.4] [--split test]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import time
 from pathlib import Path
 
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--corpus", type=Path, default=Path("/work/runs/corpus"))
     p.add_argument("--beams", type=int, nargs="+", default=[128, 256, 512, 1024])
     p.add_argument("--split", default="test", choices=("val", "test", "everyday"))
+    p.add_argument("--log-add", nargs="+", default=["on"], choices=("on", "off"),
+                   help="how the decoder merges hypotheses: on sums them (the default), off keeps the best")
     p.add_argument("--ctc-schedules", nargs="+", default=None, metavar="LEFT,HOP,RIGHT",
                    help="caption schedules in seconds (default: the engine's)")
     args = p.parse_args(argv)
@@ -49,15 +52,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(refs)} {args.split} utterances, {args.model}")
     schedules = [None] if args.ctc_schedules is None else [
         HeadSchedule.from_seconds(*map(float, s.split(","))) for s in args.ctc_schedules]
-    print("| caption schedule | beam | streaming CER with LM | WER | seconds |\n| --- | --- | --- | --- | --- |")
+    print("| caption schedule | beam | log-add | streaming CER with LM | WER | seconds |\n| --- | --- | --- | --- | --- | --- |")
     for schedule in schedules:
         config = EngineConfig() if schedule is None else EngineConfig(ctc=schedule)
-        for beam in args.beams:
-            engine = Engine.from_checkpoints(asr=str(args.model / "ctc"), lm=str(lm),
-                                             config=dataclasses.replace(config, lm_beam_width=beam))
+        for beam, log_add in itertools.product(args.beams, args.log_add):
+            engine = Engine.from_checkpoints(asr=str(args.model / "ctc"), lm=str(lm), config=dataclasses.replace(
+                config, lm_beam_width=beam, lm_log_add=log_add == "on"))
             t0 = time.monotonic()
             hyps = [final_transcript(_run_stream(engine.new_stream(), a)) for a in audios]
-            print(f"| {_seconds(config.ctc)} | {beam} | {100 * char_error_rate(refs, hyps):.2f} % "
+            print(f"| {_seconds(config.ctc)} | {beam} | {log_add} | {100 * char_error_rate(refs, hyps):.2f} % "
                   f"| {100 * word_error_rate(refs, hyps):.2f} % | {time.monotonic() - t0:.0f} |", flush=True)
 
 

@@ -169,6 +169,7 @@ class EngineConfig:
     max_queued_windows: int = 32  # per stream and head; beyond this the oldest are dropped
     lm_lookback_frames: int = 500  # frames the language-model re-decoder may revise (10 s)
     lm_beam_width: int = 512  # beam of the LM decoder built from an ARPA path (docs/lm.md)
+    lm_log_add: bool = True  # that decoder sums merging hypotheses instead of keeping the best (docs/lm.md)
     caption_gap_frames: int = 20  # 0.4 s between words starts a new caption
     word_gap_frames: int = 15  # 0.3 s of silence ends a word even without a word delimiter
     revise_horizon_frames: int = 3000  # captions stay revisable for 60 s after they settle

@@ -58,7 +58,8 @@ def _lm_factory(lm: Any, models: ModelSide, config: EngineConfig) -> Callable[[]
 
         v = models.vocab
         delimiter = v.tokens[v.delimiter_id] if v.delimiter_id is not None else "|"
-        lm = CTCBeamDecoder(list(v.tokens), v.blank_id, delimiter, lm=lm, beam_width=config.lm_beam_width)
+        lm = CTCBeamDecoder(list(v.tokens), v.blank_id, delimiter, lm=lm, beam_width=config.lm_beam_width,
+                             log_add=config.lm_log_add)
     if not hasattr(lm, "decode"):
         raise TypeError(f"lm must be an ARPA path or a beam decoder with decode(), got {type(lm).__name__}")
     cfg = RedecodeConfig(max_lookback_frames=config.lm_lookback_frames)

@@ -259,14 +259,16 @@ def test_real_beam_decoder_plugs_in():
         Engine(ScriptedModels(), lm=42)
 
 
-def test_engine_builds_the_lm_decoder_with_the_configured_beam(tmp_path):
+def test_engine_builds_the_lm_decoder_with_the_configured_beam_and_merging(tmp_path):
     pytest.importorskip("models.lm")
     from models.lm.arpa import count_ngrams, estimate, normalize_line, write_arpa
 
     path = tmp_path / "lm.arpa.gz"
     write_arpa(estimate(count_ngrams([normalize_line(s) for s in ["hello world"] * 3], 2)), path)
-    for config, beam in ((EngineConfig(), 512), (EngineConfig(lm_beam_width=7), 7)):
+    for config, beam, log_add in ((EngineConfig(), 512, True),
+                                  (EngineConfig(lm_beam_width=7, lm_log_add=False), 7, False)):
         engine = Engine(ScriptedModels(heads=frozenset({"ctc"})), config, lm=path)
-        assert engine.lm_factory().decoder.beam_width == beam
+        decoder = engine.lm_factory().decoder
+        assert (decoder.beam_width, decoder.log_add) == (beam, log_add)
     with pytest.raises(ValueError, match="lm_beam_width"):
         EngineConfig(lm_beam_width=0)

@@ -57,6 +57,37 @@ def test_lm_breaks_an_acoustic_tie_and_spells_in_the_vocab_case(lm_path, tokens)
     assert (words[1].start_frame, words[1].end_frame) == (5, 9)
 
 
+def _word_scores(probs: np.ndarray, tokens: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Brute force over every alignment: each single word's summed and best path probability."""
+    import itertools
+
+    total: dict[str, float] = {}
+    best: dict[str, float] = {}
+    for path in itertools.product(range(len(tokens)), repeat=len(probs)):
+        kept = [t for k, t in enumerate(path) if t != 0 and (k == 0 or t != path[k - 1])]
+        words = [w for w in "".join(tokens[t] for t in kept).split("|") if w]
+        if len(words) == 1:
+            p = float(np.prod([probs[k, t] for k, t in enumerate(path)]))
+            total[words[0]] = total.get(words[0], 0.0) + p
+            best[words[0]] = max(best.get(words[0], 0.0), p)
+    return total, best
+
+
+def test_log_add_picks_the_word_with_more_probability_over_all_alignments():
+    # "b" has more probability summed over its alignments, "a" the single best alignment
+    tokens = ["<pad>", "|", "a", "b"]
+    probs = np.array([[0.253, 0.578, 0.047, 0.122], [0.143, 0.235, 0.425, 0.197], [0.523, 0.044, 0.013, 0.42]])
+    probs /= probs.sum(1, keepdims=True)
+    total, best = _word_scores(probs, tokens)
+    assert max(total, key=total.get) == "b" and max(best, key=best.get) == "a"
+    decode = {log_add: [w.text for w in CTCBeamDecoder(tokens, 0, "|", lexicon=["a", "b"], log_add=log_add,
+                                                       pause_frames=None).decode(np.log(probs))]
+              for log_add in (True, False)}
+    assert decode == {True: ["b"], False: ["a"]}
+    assert CTCBeamDecoder(tokens, 0, "|", lexicon=["a"]).log_add  # the default
+    assert not CTCBeamDecoder(tokens, 0, "|", lexicon=["a"], log_add=False).with_weights(1.0, 0.0).log_add
+
+
 def test_history_changes_the_decision(lm_path):
     decoder = CTCBeamDecoder(UPPER, 0, lm=lm_path, alpha=1.0, beta=0.5)
     tie = scores("b-at", UPPER, alt={0: "c"})

@@ -127,7 +127,8 @@ def tune_lm(model_dir: Path, corpus: Corpus, lm: Path, utterances: int = 120) ->
     decoder = CTCBeamDecoder(list(vocab.tokens), vocab.blank_id, "|", lm=lm, alpha=0.5, beta=1.0)
     samples = [(lp, rows[int(i)]["text"]) for lp, i in zip(lps, idx)]
     result = tune_weights(decoder, samples, alphas=(0.3, 0.6, 1.0, 1.5, 2.2, 3.0), betas=(0.0, 1.0, 2.0, 3.0, 4.0))
-    path = write_lm_weights(lm, result, tuned_on=f"{len(idx)} validation utterances of {corpus.root}")
+    path = write_lm_weights(lm, result, tuned_on=f"{len(idx)} validation utterances of {corpus.root}",
+                            log_add=decoder.log_add)
     tuned = decoder.with_weights(result.alpha, result.beta)
     beams = {}
     for width in LM_BEAM_WIDTHS:  # what the beam buys at the tuned weights (CTCBeamDecoder's default: docs/lm.md)

@@ -133,6 +133,10 @@ class CTCBeamDecoder:
     about 2.6x beam 128's CPU, some 6 % of one core per stream (docs/lm.md).
     pause_frames: a run of at least this many silent frames (best token blank or delimiter; 25 =
     0.5 s) ends a sentence, and the spans between pauses are decoded separately (None: never).
+    log_add: when two hypotheses reach the same state, add their probabilities (the CTC sum over
+    alignments) instead of keeping the better one (Viterbi, flashlight's default). On the embedded
+    model's 208 validation utterances at beam 512 it lowered CER from 10.86 to 10.46 % at the same
+    weights (docs/lm.md), so it is on by default.
     """
 
     def __init__(
@@ -149,6 +153,7 @@ class CTCBeamDecoder:
         lexicon: Iterable[str] | None = None,
         unk_score: float = float("-inf"),
         pause_frames: int | None = 25,
+        log_add: bool = True,
         quiet: bool = True,
     ):
         self.tokens = list(tokens)
@@ -182,6 +187,7 @@ class CTCBeamDecoder:
         self._beam_threshold = float(beam_threshold)
         self._unk_score = float(unk_score)
         self._beam_width = int(beam_width)
+        self.log_add = bool(log_add)
 
         words: list[str] = []
         if self.lm_path is not None:
@@ -243,13 +249,13 @@ class CTCBeamDecoder:
         return LexiconFreeDecoderOptions(
             beam_size=self._beam_width, beam_size_token=self._beam_size_token,
             beam_threshold=self._beam_threshold, lm_weight=0.0, sil_score=0.0,
-            log_add=False, criterion_type=CriterionType.CTC)
+            log_add=self.log_add, criterion_type=CriterionType.CTC)
 
     def _lexicon_options(self) -> LexiconDecoderOptions:
         return LexiconDecoderOptions(
             beam_size=self._beam_width, beam_size_token=self._beam_size_token,
             beam_threshold=self._beam_threshold, lm_weight=self.alpha * LN10,
-            word_score=self.beta, unk_score=self._unk_score, sil_score=0.0, log_add=False,
+            word_score=self.beta, unk_score=self._unk_score, sil_score=0.0, log_add=self.log_add,
             criterion_type=CriterionType.CTC)
 
     def with_weights(self, alpha: float, beta: float) -> "CTCBeamDecoder":

@@ -38,11 +38,12 @@ class TuneResult:
     table: tuple[tuple[float, float, float], ...]  # (alpha, beta, wer)
 
 
-def write_lm_weights(lm: str | Path, result: TuneResult, tuned_on: str) -> Path:
+def write_lm_weights(lm: str | Path, result: TuneResult, tuned_on: str, log_add: bool | None = None) -> Path:
     """Write `lm_weights.json` beside the LM (atomically), which `CTCBeamDecoder` reads when it is
-    not given alpha and beta."""
+    not given alpha and beta. `log_add` records how the tuning decoder merged hypotheses."""
     path = Path(lm).parent / LM_WEIGHTS_NAME
     data = {"alpha": result.alpha, "beta": result.beta, "tuned_on": tuned_on,
+            **({} if log_add is None else {"log_add": bool(log_add)}),
             "wer": round(result.wer, 4), "greedy_wer": round(result.greedy_wer, 4),
             "grid": [{"alpha": a, "beta": b, "wer": round(w, 4)} for a, b, w in result.table]}
     tmp = path.with_suffix(".json.tmp")
