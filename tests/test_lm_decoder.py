@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -216,11 +218,41 @@ def test_tune_weights_finds_a_grid_point_better_than_greedy(lm_path):
     samples = [(noisy_logits(r.split(), UPPER, rng), r) for r in refs]
     result = tune_weights(CTCBeamDecoder(UPPER, 0, lm=lm_path), samples, alphas=(0.0, 1.0),
                           betas=(0.0, 1.0))
-    assert len(result.table) == 4 and (result.alpha, result.beta, result.wer) in result.table
+    assert len(result.table) == 4
+    assert (result.alpha, result.beta, result.wer, result.blank_penalty) in result.table
+    assert result.blank_penalty == 0.0  # the decoder's own: no penalty axis asked for
     assert result.wer == min(row[2] for row in result.table)
     assert result.wer < result.greedy_wer
     with pytest.raises(ValueError, match="no validation"):
         tune_weights(CTCBeamDecoder(UPPER, 0, lm=lm_path), [])
+
+
+def _blanked(frames: str) -> np.ndarray:
+    """Log-probs spelling `frames` where every letter frame's best token is the blank, the letter
+    a close second: how a small CTC model hedges on letters it is unsure of."""
+    out = scores(frames, UPPER)
+    letters = np.array([ch not in "- " for ch in frames])
+    out[letters, 0] = -0.05
+    out[letters] -= np.log(np.exp(out[letters]).sum(axis=1, keepdims=True))
+    return out
+
+
+def test_blank_penalty_lets_hedged_letters_through_and_tuning_finds_it(lm_path):
+    from models.lm.tune import tune_weights
+
+    hedged = _blanked("-t-h-e- -c-a-t- -s-a-t-")
+    plain = CTCBeamDecoder(UPPER, 0, lm=lm_path, alpha=0.5, beta=0.0, blank_penalty=0.0)
+    assert [w.text for w in plain.decode(hedged)] == []  # every letter lost to the blank
+    penalised = plain.with_weights(0.5, 0.0, blank_penalty=1.0)
+    assert [w.text for w in penalised.decode(hedged)] == ["THE", "CAT", "SAT"]
+    assert plain.blank_penalty == 0.0  # with_weights copied, it did not change the original
+    refs = ["the cat sat", "fat cat sleeps", "a big bat"]
+    samples = [(_blanked("-" + "-".join(r) + "-"), r) for r in refs]
+    result = tune_weights(plain, samples, alphas=(0.5,), betas=(0.0,), blank_penalties=(0.0, 1.0))
+    assert (result.blank_penalty, result.wer) == (1.0, 0.0)
+    assert [row[3] for row in result.table] == [0.0, 1.0] and result.table[0][2] == 1.0
+    with pytest.raises(ValueError, match="blank_penalty must be finite"):
+        CTCBeamDecoder(UPPER, 0, lm=lm_path, blank_penalty=float("nan"))
 
 
 def test_tuned_weights_beside_the_lm_are_the_decoders_defaults(lm_path, tmp_path):
@@ -235,7 +267,13 @@ def test_tuned_weights_beside_the_lm_are_the_decoders_defaults(lm_path, tmp_path
     path = write_lm_weights(lm, result, tuned_on="unit test")
     assert path == tmp_path / "lm_weights.json"
     decoder = CTCBeamDecoder(UPPER, 0, lm=lm)
-    assert (decoder.alpha, decoder.beta) == (1.2, 2.0)
+    assert (decoder.alpha, decoder.beta, decoder.blank_penalty) == (1.2, 2.0, 0.0)
+    penalised = TuneResult(1.0, 0.0, 0.2, 0.5, ((1.0, 0.0, 0.2, 1.5),), blank_penalty=1.5)
+    write_lm_weights(lm, penalised, tuned_on="unit test")
+    assert CTCBeamDecoder(UPPER, 0, lm=lm).blank_penalty == 1.5
+    assert CTCBeamDecoder(UPPER, 0, lm=lm, blank_penalty=0.0).blank_penalty == 0.0  # an explicit value wins
+    assert json.loads(path.read_text())["grid"] == [{"alpha": 1.0, "beta": 0.0, "wer": 0.2, "blank_penalty": 1.5}]
+    write_lm_weights(lm, result, tuned_on="unit test")
     given = CTCBeamDecoder(UPPER, 0, lm=lm, alpha=0.1)  # an explicit value wins, the other stays tuned
     assert (given.alpha, given.beta) == (0.1, 2.0)
     path.write_text('{"alpha": "much"}')

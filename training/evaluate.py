@@ -124,9 +124,10 @@ def tune_lm(model_dir: Path, corpus: Corpus, lm: Path, utterances: int = 120) ->
     fe = FeatureExtractor.from_pretrained(model_dir / "ctc")
     lps = ctc_log_probs(model, fe, [corpus.audio("val", int(i)) for i in idx])
     vocab = CTCVocab.from_pretrained(model_dir / "ctc")
-    decoder = CTCBeamDecoder(list(vocab.tokens), vocab.blank_id, "|", lm=lm, alpha=0.5, beta=1.0)
+    decoder = CTCBeamDecoder(list(vocab.tokens), vocab.blank_id, "|", lm=lm, alpha=1.0, beta=1.0, blank_penalty=0.0)
     samples = [(lp, rows[int(i)]["text"]) for lp, i in zip(lps, idx)]
-    result = tune_weights(decoder, samples, alphas=(0.3, 0.6, 1.0, 1.5, 2.2, 3.0), betas=(0.0, 1.0, 2.0, 3.0, 4.0))
+    result = tune_weights(decoder, samples, alphas=(0.6, 1.0, 1.5, 2.2), betas=(-1.0, 0.0, 1.0, 2.0, 3.0),
+                          blank_penalties=(0.0, 1.0, 1.5, 2.0, 2.5, 3.0))
     path = write_lm_weights(lm, result, tuned_on=f"{len(idx)} validation utterances of {corpus.root}",
                             log_add=decoder.log_add)
     tuned = decoder.with_weights(result.alpha, result.beta)
@@ -135,7 +136,8 @@ def tune_lm(model_dir: Path, corpus: Corpus, lm: Path, utterances: int = 120) ->
         t0 = time.monotonic()
         beams[str(width)] = {"val_wer": round(corpus_wer(tuned.with_beam_width(width), samples), 4),
                              "seconds": round(time.monotonic() - t0, 1)}
-    return {"alpha": result.alpha, "beta": result.beta, "val_wer": round(result.wer, 4),
+    return {"alpha": result.alpha, "beta": result.beta, "blank_penalty": result.blank_penalty,
+            "val_wer": round(result.wer, 4),
             "val_wer_greedy": round(result.greedy_wer, 4), "beam_width": decoder.beam_width,
             "val_wer_by_beam": beams, "written": str(path)}
 
@@ -443,7 +445,9 @@ def markdown_report(results: dict, command: str) -> str:
     if tuning:
         by_beam = ", ".join(f"{w}: {pct(v['val_wer'])}" for w, v in tuning.get("val_wer_by_beam", {}).items())
         lines += ["", f"LM weights (measured on validation utterances, `--tune-lm`): alpha {tuning['alpha']}, "
-                  f"beta {tuning['beta']}; validation WER {pct(tuning['val_wer'])} at beam {tuning.get('beam_width')}"
+                  f"beta {tuning['beta']}"
+                  + (f", blank penalty {tuning['blank_penalty']}" if "blank_penalty" in tuning else "")
+                  + f"; validation WER {pct(tuning['val_wer'])} at beam {tuning.get('beam_width')}"
                   + (f"; by beam width {by_beam}." if by_beam else ".")]
     clustering = results.get("clustering")
     if clustering:
