@@ -479,3 +479,28 @@ def test_speed_changed_utterances_train_captions_but_not_the_speaker_loss(tiny_c
     trainer = Trainer(tmp_path / "speed", Corpus(tiny_corpus), ArchConfig.tiny(), cfg)
     losses = trainer.train_step()
     assert np.isfinite(losses["ctc"]) and np.isnan(losses["sv"])  # every voice changed: no speaker term
+
+
+def test_tune_lm_writes_alpha_beta_and_blank_penalty_that_the_decoder_reads_back(tiny_corpus, tmp_path):
+    from models.lm import CTCBeamDecoder
+    from models.lm.arpa import count_ngrams, estimate, normalize_line, write_arpa
+    from training.evaluate import tune_lm
+    from training.export import export
+    from training.model import ArchConfig
+    from training.train import TrainConfig, Trainer
+
+    trainer = Trainer(tmp_path / "run", Corpus(tiny_corpus), ArchConfig.tiny(), TrainConfig.smoke())
+    export(trainer.model.eval(), tmp_path / "m")
+    lm = tmp_path / "m" / "ctc" / "lm.arpa.gz"
+    lines = (tiny_corpus / "lm_text.txt").read_text().splitlines()
+    write_arpa(estimate(count_ngrams([normalize_line(s) for s in lines], 3)), lm)
+    result = tune_lm(tmp_path / "m", Corpus(tiny_corpus), lm, utterances=3, alphas=(0.5, 1.0), betas=(0.0,),
+                     blank_penalties=(0.0, 2.0))
+    written = json.loads((lm.parent / "lm_weights.json").read_text())
+    assert (written["alpha"], written["beta"], written["blank_penalty"]) == (
+        result["alpha"], result["beta"], result["blank_penalty"])
+    assert written["log_add"] is True and len(written["grid"]) == 2 * 1 * 2
+    assert {row["blank_penalty"] for row in written["grid"]} == {0.0, 2.0}
+    decoder = CTCBeamDecoder(["<pad>", "|", "a"], 0, lm=lm)
+    assert (decoder.alpha, decoder.beta, decoder.blank_penalty) == (result["alpha"], result["beta"], result["blank_penalty"])
+    assert set(result["val_wer_by_beam"]) == {"32", "128", "256", "512"}

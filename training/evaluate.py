@@ -111,8 +111,15 @@ def evaluate_asr(model_dir: Path, sets: dict[str, tuple[list[np.ndarray], list[s
 LM_BEAM_WIDTHS = (32, 128, 256, 512)
 
 
-def tune_lm(model_dir: Path, corpus: Corpus, lm: Path, utterances: int = 120) -> dict:
-    """Grid-search the LM weight and word bonus on validation utterances (never test) and write
+LM_ALPHAS = (0.6, 1.0, 1.5, 2.2)
+LM_BETAS = (-1.0, 0.0, 1.0, 2.0, 3.0)
+LM_BLANK_PENALTIES = (0.0, 1.0, 1.5, 2.0, 2.5, 3.0)
+
+
+def tune_lm(model_dir: Path, corpus: Corpus, lm: Path, utterances: int = 120,
+            alphas: tuple[float, ...] = LM_ALPHAS, betas: tuple[float, ...] = LM_BETAS,
+            blank_penalties: tuple[float, ...] = LM_BLANK_PENALTIES) -> dict:
+    """Grid-search the LM weight, word bonus and blank penalty on validation utterances (never test) and write
     them beside the LM as `lm_weights.json`, where the decoder finds them."""
     from models import CTCVocab
     from models.lm import CTCBeamDecoder
@@ -126,11 +133,12 @@ def tune_lm(model_dir: Path, corpus: Corpus, lm: Path, utterances: int = 120) ->
     vocab = CTCVocab.from_pretrained(model_dir / "ctc")
     decoder = CTCBeamDecoder(list(vocab.tokens), vocab.blank_id, "|", lm=lm, alpha=1.0, beta=1.0, blank_penalty=0.0)
     samples = [(lp, rows[int(i)]["text"]) for lp, i in zip(lps, idx)]
-    result = tune_weights(decoder, samples, alphas=(0.6, 1.0, 1.5, 2.2), betas=(-1.0, 0.0, 1.0, 2.0, 3.0),
-                          blank_penalties=(0.0, 1.0, 1.5, 2.0, 2.5, 3.0))
+    result = tune_weights(decoder, samples, alphas=alphas, betas=betas, blank_penalties=blank_penalties)
     path = write_lm_weights(lm, result, tuned_on=f"{len(idx)} validation utterances of {corpus.root}",
                             log_add=decoder.log_add)
-    tuned = decoder.with_weights(result.alpha, result.beta)
+    # what the beam buys with the weights as written, read back the way the engine reads them
+    tuned = CTCBeamDecoder(list(vocab.tokens), vocab.blank_id, "|", lm=lm)
+    assert (tuned.alpha, tuned.beta, tuned.blank_penalty) == (result.alpha, result.beta, result.blank_penalty)
     beams = {}
     for width in LM_BEAM_WIDTHS:  # what the beam buys at the tuned weights (CTCBeamDecoder's default: docs/lm.md)
         t0 = time.monotonic()
