@@ -48,14 +48,25 @@ DEFAULT_ALPHA, DEFAULT_BETA = 0.5, 1.0
 DEFAULT_BEAM_WIDTH = 512  # measured on the embedded model in streaming: docs/lm.md
 
 
-def read_lm_weights(lm: str | Path) -> tuple[float, float] | None:
-    """(alpha, beta) tuned for the acoustic model this LM ships with: `lm_weights.json` in the
-    LM's folder (written by `python -m models.lm.tune`), or None when there is none."""
+def _weights_file(lm: str | Path) -> tuple[Path, object] | None:
+    """`lm_weights.json` beside the LM and its parsed content, or None when there is none."""
     path = Path(lm).parent / LM_WEIGHTS_NAME
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return path, json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path}: expected a JSON object with numbers 'alpha' and 'beta' ({exc})") from None
+
+
+def read_lm_weights(lm: str | Path) -> tuple[float, float] | None:
+    """(alpha, beta) tuned for the acoustic model this LM ships with: `lm_weights.json` in the
+    LM's folder (written by `python -m models.lm.tune`), or None when there is none."""
+    found = _weights_file(lm)
+    if found is None:
+        return None
+    path, data = found
+    try:
         alpha, beta = float(data["alpha"]), float(data["beta"])
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: expected a JSON object with numbers 'alpha' and 'beta' ({exc})") from None
@@ -72,17 +83,21 @@ def _log_softmax(arr: np.ndarray) -> np.ndarray:
 def read_blank_penalty(lm: str | Path) -> float | None:
     """The blank penalty tuned with the LM's weights (`blank_penalty` in `lm_weights.json`), or
     None when there is no such file or key (weights tuned before session 12)."""
-    path = Path(lm).parent / LM_WEIGHTS_NAME
-    if not path.is_file():
+    found = _weights_file(lm)
+    if found is None:
         return None
+    path, data = found
     try:
-        value = json.loads(path.read_text(encoding="utf-8")).get("blank_penalty")
-        penalty = None if value is None else float(value)
+        value = data.get("blank_penalty")
+        return None if value is None else _finite_penalty(float(value))
     except (ValueError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{path}: 'blank_penalty' must be a number ({exc})") from None
-    if penalty is not None and not math.isfinite(penalty):
-        raise ValueError(f"{path}: 'blank_penalty' must be finite, got {penalty}")
-    return penalty
+        raise ValueError(f"{path}: 'blank_penalty' must be a finite number ({exc})") from None
+
+
+def _finite_penalty(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"blank_penalty must be finite, got {value}")
+    return float(value)
 
 
 def find_language_model(model_dir: str | Path) -> Path | None:
@@ -205,9 +220,7 @@ class CTCBeamDecoder:
         self.lm_path = Path(lm) if lm is not None else None
         if blank_penalty is None:
             blank_penalty = (read_blank_penalty(lm) if lm is not None else None) or 0.0
-        if not math.isfinite(blank_penalty):
-            raise ValueError(f"blank_penalty must be finite, got {blank_penalty}")
-        self.blank_penalty = float(blank_penalty)
+        self.blank_penalty = _finite_penalty(blank_penalty)
         letters = {t: i for i, t in enumerate(self.tokens)
                    if i not in (blank_id, self.delimiter_id) and not _is_symbol(t)}
         self._letter_ids = frozenset(letters.values())
@@ -295,9 +308,7 @@ class CTCBeamDecoder:
         other = copy.copy(self)
         other.alpha, other.beta = float(alpha), float(beta)
         if blank_penalty is not None:
-            if not math.isfinite(blank_penalty):
-                raise ValueError(f"blank_penalty must be finite, got {blank_penalty}")
-            other.blank_penalty = float(blank_penalty)
+            other.blank_penalty = _finite_penalty(blank_penalty)
         if not self.lexicon_free:
             other._options = other._lexicon_options()
         return other
