@@ -27,9 +27,7 @@ def _store(args: argparse.Namespace, create: bool) -> Any:
     path = speakers_db(args)
     if not create and not os.path.exists(path):
         return None
-    if create:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    return SpeakerStore(path)
+    return SpeakerStore(path)  # a new store (and its folder) is created owner-only
 
 
 def _sv_model(args: argparse.Namespace) -> str:
@@ -45,9 +43,8 @@ def _service(args: argparse.Namespace, store: Any) -> Any:
     from engine.voiceprints import VoiceprintService, XVectorEmbedder
 
     sv = _sv_model(args)
-    dtype = "fp32" if args.dtype == "fp16" else args.dtype  # fp16 has no CPU path for the x-vector head
     try:
-        embedder = XVectorEmbedder(sv, device=args.device, dtype=dtype)
+        embedder = XVectorEmbedder(sv, device=args.device, dtype=args.dtype)
     except Exception as exc:  # a wrong folder, a broken checkpoint or an unreachable hub: one line
         raise AppError(f"--sv-model {args.sv_model or sv}: {_one_line(exc)}") from None
     return VoiceprintService(embedder, store)
@@ -112,38 +109,63 @@ def run_command(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     command = args.command
     if command == "speakers":
-        store = _store(args, create=False)
-        if args.speakers_command == "list":
-            people = store.people() if store is not None else []
-            _emit({"speakers": [_person(p) for p in people]})
-            return 0
-        if store is None:
-            from engine.speaker_store import UnknownSpeakerError
-
-            raise UnknownSpeakerError(args.name, [])
-        _emit({"removed": store.remove(args.name)})
-        return 0
+        return _speakers(args)
     _sv_model(args)  # a wrong model option is reported before any work
     if command == "enroll":
         recordings = ([_audio(p) for p in args.input] if args.input
                       else [_record_microphone(args, args.seconds)])
         store = _store(args, create=True)
-        result = _service(args, store).enroll(args.name, recordings, replace=args.replace)
+        result = _service(args, store).enroll(
+            args.name, recordings, replace=args.replace, allow_mixed=args.allow_mixed,
+            keep_outliers=args.keep_outliers, same_voice_ok=args.same_voice_ok)
+        _warn_outliers(result, args.input or [f"{args.seconds:g} s from the microphone"])
         _emit(result.to_dict())
         return 0
-    audio = _audio(args.input[0])  # a bad file is reported before anything else
+    path = args.input[0]
+    audio = _audio(path)  # a bad file is reported before anything else
     store = _store(args, create=False)
     if command == "verify":
         if store is None:
             from engine.speaker_store import UnknownSpeakerError
 
             raise UnknownSpeakerError(args.name, [])
-        verdict = _service(args, store).verify(args.name, audio)
+        verdict = _service(args, store).verify(args.name, audio, what=path)
         _emit({"name": verdict.name, "score": verdict.score, "threshold": verdict.threshold,
                "accepted": bool(verdict.accepted)})
         return 0
     if command == "identify":
-        candidates = _service(args, store).identify(audio) if store is not None else []
+        candidates = _service(args, store).identify(audio, what=path) if store is not None else []
         _emit({"candidates": [c.to_dict() for c in candidates]})
         return 0
     raise AppError(f"unknown command {command!r}")
+
+
+def _warn_outliers(result: Any, sources: list[str]) -> None:
+    """One stderr line per recording that disagrees with the others, saying whether it was stored."""
+    for check in result.outliers:
+        what = sources[check.index] if check.index < len(sources) else f"recording {check.index + 1}"
+        fate = ("left out (--keep-outliers keeps it)" if check.index in result.left_out
+                else "kept (--keep-outliers)")
+        print(f"warning: {what} does not match {result.name}'s other recordings (score {check.score:.3f} < "
+              f"threshold {result.threshold:.3f}): {fate}", file=sys.stderr)
+
+
+def _speakers(args: argparse.Namespace) -> int:
+    """speakers list | export NAME | remove NAME."""
+    from engine.speaker_store import UnknownSpeakerError
+
+    store = _store(args, create=False)
+    if args.speakers_command == "list":
+        people = store.people() if store is not None else []
+        _emit({"speakers": [_person(p) for p in people]})
+        return 0
+    if store is None:
+        raise UnknownSpeakerError(args.name, [])
+    if args.speakers_command == "export":
+        from app.voiceprint_export import export_person
+
+        name, folder = export_person(store, args.name, args.export_to)
+        _emit({"exported": name, "folder": folder})
+        return 0
+    _emit({"removed": store.remove(args.name)})
+    return 0

@@ -26,24 +26,23 @@ class ModelChoice:
     asr: str | None
     diar: str | None
     sv: str | None
+    lm: str | None = None  # the ARPA language model final captions are re-decoded with
 
     def describe(self) -> dict[str, str | None]:
-        return {"asr": self.asr, "diar": self.diar, "sv": self.sv, "lm": language_model_for(self.asr)}
+        return {"asr": self.asr, "diar": self.diar, "sv": self.sv, "lm": self.lm}
 
 
 def choose_models(args: argparse.Namespace) -> ModelChoice:
     """Resolve --asr-model/--diar-model/--sv-model (default: the embedded model's folders)."""
-    choice = ModelChoice(
-        asr=resolve_model(args.asr_model, "--asr-model", embedded_dir("ctc")),
-        diar=resolve_model(args.diar_model, "--diar-model", embedded_dir("sd")),
-        sv=resolve_model(args.sv_model, "--sv-model", embedded_dir("sv")),
-    )
-    if choice.asr is None and choice.diar is None and choice.sv is None:
+    asr = resolve_model(args.asr_model, "--asr-model", embedded_dir("ctc"))
+    diar = resolve_model(args.diar_model, "--diar-model", embedded_dir("sd"))
+    sv = resolve_model(args.sv_model, "--sv-model", embedded_dir("sv"))
+    if asr is None and diar is None and sv is None:
         raise AppError(
             "no model: the embedded model (models/embedded/) is missing and no --asr-model, "
             "--diar-model or --sv-model was given"
         )
-    return choice
+    return ModelChoice(asr=asr, diar=diar, sv=sv, lm=choose_language_model(args, asr))
 
 
 def _one_line(exc: BaseException) -> str:
@@ -60,6 +59,43 @@ def language_model_for(asr: str | None) -> str | None:
     return str(found) if found is not None else None
 
 
+def choose_language_model(args: argparse.Namespace, asr: str | None) -> str | None:
+    """The LM for final captions: `--lm PATH` (an ARPA file), else the one beside the CTC
+    checkpoint; with `--lm-text FILE...` that LM with the text's own model mixed in
+    (models.lm.domain, built once and cached in the user data dir), or the text's model alone
+    when there is no LM to mix into."""
+    lm_path = getattr(args, "lm", None)
+    texts = getattr(args, "lm_text", None) or []
+    if isinstance(texts, str):
+        texts = [texts]
+    if (lm_path or texts) and asr is None:
+        raise AppError("--lm and --lm-text need the caption model (not --asr-model none)")
+    if lm_path:
+        if not os.path.isfile(lm_path):
+            raise AppError(f"--lm {lm_path}: no such file")
+        from models.lm.arpa import read_arpa_vocabulary
+
+        try:
+            read_arpa_vocabulary(lm_path)
+        except (ValueError, OSError, UnicodeDecodeError, EOFError) as exc:
+            raise AppError(f"--lm {lm_path}: not a readable ARPA language model ({_one_line(exc)})") from None
+    base = lm_path or language_model_for(asr)
+    if not texts:
+        return base
+    for text in texts:
+        if not os.path.isfile(text):
+            raise AppError(f"--lm-text {text}: no such file")
+    import sys
+
+    from engine.speaker_store import default_store_path
+    from models.lm.domain import domain_lm
+
+    try:
+        return str(domain_lm(base, texts, default_store_path().parent / "language-models", progress=sys.stderr))
+    except (ValueError, OSError, UnicodeDecodeError, EOFError) as exc:
+        raise AppError(f"--lm-text: cannot build a language model ({_one_line(exc)})") from None
+
+
 def load_engine(args: argparse.Namespace, models: ModelChoice) -> Any:
     """`engine.Engine.from_checkpoints` for the chosen heads; failures become one clear line.
 
@@ -73,7 +109,7 @@ def load_engine(args: argparse.Namespace, models: ModelChoice) -> Any:
     try:
         return Engine.from_checkpoints(
             asr=models.asr, diar=models.diar, sv=models.sv, device=args.device, dtype=args.dtype,
-            config=config, lm=language_model_for(models.asr),
+            config=config, lm=models.lm,
         )
     except AppError:
         raise
@@ -95,7 +131,6 @@ def attach_speakers(engine: Any, db_path: str) -> Any:
     from engine.voiceprints import VoiceprintService
 
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
         service = VoiceprintService(embedder, SpeakerStore(db_path))
     except (OSError, VoiceprintError) as exc:
         raise AppError(f"speaker store {db_path}: {_one_line(exc)}") from None

@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import os
 import shutil
 import signal
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 import numpy as np
@@ -26,8 +28,10 @@ from app.bus import EventBus
 from app.compute import ComputePool
 from app.errors import AppError, NoMicrophone
 from app.live import StreamRunner
+from app.progress import FileProgress
+from app.shutdown import StopSignals, exit_status
 from app.sources import AudioBlock, check_samples, load_audio, paced_blocks
-from app.writers import SessionRecord, check_writable, write_outputs
+from app.writers import SessionRecord, check_writable, remove_stale_temp_files, write_outputs
 from engine.timebase import SAMPLE_RATE
 
 JSONL_QUEUE_ITEMS = 100_000  # headless output: large, so only a stalled reader ever loses lines
@@ -53,8 +57,19 @@ class SessionOptions:
     headless: bool = True
     serve: tuple[str, int] | None = None
     token: str | None = None
+    max_clients: int = 100  # feed connections beyond this are refused (close 1013)
+    replay_grace_s: float = 10.0  # the feed keeps serving replay this long after the input ends
+    tls: tuple[str, str] | None = None  # (certificate, key) PEM files: https/wss on the feed's port
     config: dict[str, Any] = field(default_factory=dict)
     file_id: str = "live"
+    save_dir: str | None = None  # where the TUI's `s` saves a transcript (default_save_dir())
+
+
+def default_save_dir() -> Path:
+    """The TUI's default folder for saved transcripts: `<user data dir>/unispeech-live/transcripts`."""
+    from engine.speaker_store import default_store_path
+
+    return default_store_path().parent / "transcripts"
 
 
 class LiveSession:
@@ -76,6 +91,7 @@ class LiveSession:
         self.port: int | None = None
         self.stopping = asyncio.Event()
         self.interrupted = False
+        self.signal: int | None = None  # the signal that stopped the session, if one did
         self.outputs_written = False
         self.mic_source: Any = None
 
@@ -105,9 +121,11 @@ class LiveSession:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        """End the input early (quit, Ctrl-C): the stream is flushed and outputs are written."""
+    def stop(self, signum: int | None = None) -> None:
+        """End the input early (quit, Ctrl-C, SIGTERM): the stream is flushed and outputs are written."""
         self.interrupted = True
+        if signum is not None and self.signal is None:
+            self.signal = signum
         self.stopping.set()
 
     def write_outputs(self) -> None:
@@ -124,20 +142,35 @@ class LiveSession:
         if self.options.serve is not None:
             from app.server import FeedServer
 
-            self.server = FeedServer(self.options.config, self.pool, token=self.options.token)
+            from app.server import tls_context
+
+            self.server = FeedServer(self.options.config, self.pool, token=self.options.token,
+                                     max_clients=self.options.max_clients)
             if self.runner is not None:
                 self.server.add_input_session(self.session_id, self.bus)
             host, port = self.options.serve
+            ssl = tls_context(*self.options.tls) if self.options.tls else None
             try:
-                self.port = await self.server.start(host, port)
+                self.port = await self.server.start(host, port, ssl=ssl)
             except OSError as exc:
                 raise AppError(f"--serve {host}:{port}: cannot listen ({exc.strerror or exc})") from None
-            print(f"feed: ws://{host}:{self.port}/ (protocol 1)", file=sys.stderr, flush=True)
+            web, ws = ("https", "wss") if ssl else ("http", "ws")
+            shown = f"[{host}]" if ":" in host else host
+            print(f"feed: {ws}://{shown}:{self.port}/ (protocol 1); page: {web}://{shown}:{self.port}/",
+                  file=sys.stderr, flush=True)
+
+    async def linger(self) -> None:
+        """After the input's end, keep the feed up `replay_grace_s` so cut-off clients can resume."""
+        if self.server is None or self.runner is None or self.interrupted or self.options.replay_grace_s <= 0:
+            return
+        print(f"feed: input ended; serving replay for {self.options.replay_grace_s:g} s", file=sys.stderr, flush=True)
+        await self.server.linger(self.options.replay_grace_s, self.stopping)
 
     async def run_input(self) -> None:
         """Run the input to its end (or until stopped), then end the feed session."""
         if self.runner is None:
             await self.stopping.wait()  # serving client audio only: run until stopped
+            self.bus.close()  # nothing more comes: the JSON-lines writer may end
             return
         try:
             await self.runner.run(self._blocks())
@@ -247,7 +280,11 @@ class LiveSession:
         if not len(audio):
             raise AppError(f"{track} has no solo speech to enroll from yet")
         service = self._service()
-        result = await self._speaker_call(service.enroll, name, [audio])
+        from engine.voiceprints import MIN_TRACK_ENROLL_SPEECH_S
+
+        # a track holds only what the engine kept of it: a documented lower minimum, flagged low_quality
+        result = await self._speaker_call(functools.partial(
+            service.enroll, name, [audio], min_enroll_speech_s=MIN_TRACK_ENROLL_SPEECH_S))
         vector = service.store.voiceprint(result.name, service.fingerprint).vector
         rename = getattr(self._stream(), "rename_speaker", None)
         events: list[Any] = []
@@ -261,7 +298,11 @@ class LiveSession:
         return result, events
 
     def save_transcript(self) -> list[str]:
-        """Write the requested outputs now, or a transcript in the working folder; returns paths."""
+        """Write the requested outputs now, or a transcript into the save folder; returns paths.
+
+        The save folder is `--save-dir`, by default `default_save_dir()` (created when needed),
+        never the working folder, which is often a checkout.
+        """
         if self.options.outputs:
             self.write_outputs()
             return list(self.options.outputs.values())
@@ -269,7 +310,9 @@ class LiveSession:
 
         from app.writers import transcript_text, write_atomically
 
-        path = os.path.abspath(time.strftime("transcript-%Y%m%d-%H%M%S.txt"))
+        folder = self.options.save_dir or str(default_save_dir())
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.abspath(os.path.join(folder, time.strftime("transcript-%Y%m%d-%H%M%S.txt")))
         write_atomically(path, transcript_text(self.record))
         return [path]
 
@@ -280,14 +323,13 @@ class LiveSession:
 
 
 async def _write_jsonl(session: LiveSession, path: str | None) -> None:
-    """Copy every published item to stdout or (atomically, at the end) to `path` as JSON lines."""
+    """Copy every published item to stdout or `path` as JSON lines, each flushed as it happens.
+
+    The file is written in place (not atomically), so `tail -f` can follow a live run; a run
+    that stops early leaves every line written so far, and the last line is complete.
+    """
     sub = session.bus.subscribe(JSONL_QUEUE_ITEMS)
-    tmp = None
-    if path is None:
-        out = sys.stdout
-    else:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".jsonl", dir=os.path.dirname(os.path.abspath(path)))
-        out = os.fdopen(fd, "w", encoding="utf-8")
+    out = sys.stdout if path is None else open(path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
     try:
         while True:
             item = await sub.get()
@@ -305,27 +347,30 @@ async def _write_jsonl(session: LiveSession, path: str | None) -> None:
     finally:
         if sub.dropped:
             print(f"warning: {sub.dropped} events were not written (output too slow)", file=sys.stderr)
-        if tmp is not None:
+        if path is not None:
             out.close()
-            os.replace(tmp, path)  # type: ignore[arg-type]
 
 
 async def run_headless(session: LiveSession) -> None:
-    """Run without a TUI: JSON lines out, Ctrl-C stops the input and still writes the files."""
-    loop = asyncio.get_running_loop()
-    try:
-        loop.add_signal_handler(signal.SIGINT, session.stop)
-        loop.add_signal_handler(signal.SIGTERM, session.stop)
-    except (NotImplementedError, RuntimeError):
-        pass  # not the main thread, or a platform without signal handlers
+    """Run without a TUI: JSON lines out; SIGINT/SIGTERM stop the input and still write the files."""
+    signals = StopSignals(session.stop)
+    signals.install()
+    progress = None
     await session.start()
+    if session.runner is not None and session.source.kind == "file" and session.source.samples is not None:
+        progress = FileProgress(len(session.source.samples), session.source.label)
+        session.runner.listeners.append(progress)
     writer = asyncio.create_task(_write_jsonl(session, session.options.jsonl))
     try:
         await session.run_input()
         await writer
+        await session.linger()
     finally:
         writer.cancel()
-        await session.close()
+        if progress is not None:
+            progress.finish()
+        await session.close()  # websocket clients are closed with 1001 (going away)
+        signals.remove()
 
 
 # --- the command line's entry ---------------------------------------------------------------
@@ -370,6 +415,7 @@ def run_live_app(args: argparse.Namespace, engine_factory: Any = None) -> int:
     outputs = {k: getattr(args, k) for k in ("transcript", "srt", "vtt", "rttm") if getattr(args, k)}
     for path in [*outputs.values(), *([args.jsonl] if args.jsonl else [])]:
         check_writable(path)
+        remove_stale_temp_files(path)  # left by a run that was killed (kill -9) while writing
     source = choose_input(args)
     demo = find_demo() if source.kind == "demo" else None
     if demo is not None:
@@ -392,9 +438,13 @@ def run_live_app(args: argparse.Namespace, engine_factory: Any = None) -> int:
         outputs=outputs, jsonl=args.jsonl, headless=headless,
         serve=(args.serve_host, args.serve_port) if args.serve is not None else None,
         token=args.token,
+        max_clients=args.max_clients or 100,
+        replay_grace_s=10.0 if args.replay_grace is None else args.replay_grace,
+        tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
         config={"input": source.kind, "models": models.describe() if models else None,
                 "device": args.device, "dtype": args.dtype, "sample_rate": SAMPLE_RATE, "frame_ms": 20},
         file_id=os.path.splitext(source.label)[0].replace(" ", "_") or "live",
+        save_dir=args.save_dir,
     )
     session = LiveSession(engine, source, options, speakers)
     failed = True
@@ -417,8 +467,9 @@ def run_live_app(args: argparse.Namespace, engine_factory: Any = None) -> int:
             session.write_outputs()
         if demo_folder is not None:
             shutil.rmtree(demo_folder, ignore_errors=True)
-    if session.interrupted and source.kind != "none":
+    if session.interrupted and source.kind != "none" and outputs:
         print("interrupted: output files hold what was captioned so far", file=sys.stderr)
-        return 130
-    return 0
+    if session.signal is not None:
+        return exit_status(session.signal)
+    return 130 if session.interrupted else 0
 

@@ -23,6 +23,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Header, Input, Label, ProgressBar, Static
 
 from app.errors import AppError
+from app.shutdown import StopSignals, exit_status
 from engine.events import (
     CaptionFinal,
     CaptionPartial,
@@ -250,7 +251,7 @@ class HelpScreen(ModalScreen[None]):
         "n  name an unknown-N track: enroll it from what it already said\n"
         "v  verify: record a few seconds and score them against a name\n"
         "p  pause or resume the input\n"
-        "s  save the transcript (and the other output files)\n"
+        "s  save the transcript (the output files, or a file in --save-dir)\n"
         "q  quit (output files are written)\n"
         "?  this help\n\n"
         "Captions: dim italic = partial (may change), solid = final. Timeline: the last 30 s,\n"
@@ -371,7 +372,10 @@ class NameTrackScreen(ModalScreen[None]):
             result, events = await app.session.name_track(track, name)
             self.outcome = result
             app.apply_rename(track, result.name, events)
-            status.update(f"{track} is now {result.name} ({result.total_net_speech_samples / 16000:.1f} s of speech)")
+            quality = (" - low quality: under 5 s of speech, press e to add a recording"
+                       if getattr(result, "low_quality", False) else "")
+            status.update(f"{track} is now {result.name} ({result.total_net_speech_samples / 16000:.1f} s of speech)"
+                          + quality)
         except AppError as exc:
             status.update(Text(f"error: {exc}", style="red"))
 
@@ -416,6 +420,7 @@ class LiveTUI(App[int]):
         self.error: str | None = None  # a user-facing failure, printed by the caller after exit
         self._dirty = True
         self._sub: Any = None
+        self._signals: StopSignals | None = None
 
     def compose(self) -> ComposeResult:
         # kept as attributes: app.query_one searches the active screen, which may be a dialog
@@ -444,6 +449,8 @@ class LiveTUI(App[int]):
         self.w_matches.border_title = "enrolled matches"
         self.w_level.border_title = "input level"
         self.w_gauges.border_title = "engine"
+        self._signals = StopSignals(self._on_stop_signal)  # SIGTERM, or SIGINT from outside the terminal
+        self._signals.install()
         try:
             await self.session.start()
         except AppError as exc:
@@ -595,8 +602,16 @@ class LiveTUI(App[int]):
         await self.session.close()
         self.exit(code)
 
+    def on_unmount(self) -> None:
+        if self._signals is not None:
+            self._signals.remove()
+
     async def action_quit_app(self) -> None:
         await self._finish(0)
+
+    def _on_stop_signal(self, signum: int) -> None:
+        self.session.stop(signum)
+        self.run_worker(self._finish(exit_status(signum)), exclusive=False, group="stop")
 
     async def action_interrupt(self) -> None:
         self.session.interrupted = True

@@ -3,6 +3,7 @@
 `SessionRecord` folds the event stream into final captions (with revisions applied) and speaker
 turns; the `*_text` functions render them; `write_atomically` writes through a temporary file in
 the same folder and `os.replace`, so a reader never sees a half-written file, even after Ctrl-C.
+Files get the mode the umask gives (like any other program's output).
 """
 
 from __future__ import annotations
@@ -132,12 +133,36 @@ def rttm_text(record: SessionRecord, file_id: str = "live") -> str:
     return "".join(lines)
 
 
+TEMP_PREFIX = ".tmp-unispeech-"  # + "<pid>-<random>-<target name>": whose temp file it is
+
+
+def current_umask() -> int:
+    """The process's umask (read from /proc where it can be, so nothing is changed even briefly)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomically(path: str | os.PathLike[str], text: str) -> None:
-    """Write `text` (UTF-8) to `path` through a temporary file and `os.replace`."""
+    """Write `text` (UTF-8) to `path` through a temporary file and `os.replace`.
+
+    The file gets the mode a plain `open()` would give it (0666 minus the umask), not mkstemp's
+    0600; the temporary file is removed on any error, and one left by a killed process is
+    removed by the next run (`remove_stale_temp_files`).
+    """
     target = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(target)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(target), dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix="-" + os.path.basename(target),
+                               dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
             f.write(text)
             f.flush()
@@ -147,6 +172,43 @@ def write_atomically(path: str | os.PathLike[str], text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale_temp_files(path: str | os.PathLike[str]) -> list[str]:
+    """Remove temporary files for `path` left by runs that no longer exist; returns what was removed.
+
+    Only files named by `write_atomically` for this target whose writing process is gone are
+    touched, so a concurrent run writing the same file keeps its temporary file.
+    """
+    target = os.path.abspath(os.fspath(path))
+    folder, name = os.path.split(target)
+    removed = []
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (entry.startswith(TEMP_PREFIX) and entry.endswith("-" + name)):
+            continue
+        pid_text = entry[len(TEMP_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or _process_alive(int(pid_text)):
+            continue
+        try:
+            os.unlink(os.path.join(folder, entry))
+            removed.append(os.path.join(folder, entry))
+        except OSError:
+            pass
+    return removed
 
 
 RENDERERS: dict[str, Callable[[SessionRecord], str]] = {

@@ -254,7 +254,7 @@ class SpeakerStore:
         if not self.path.exists():
             if not create:
                 raise StoreError(f"no speaker store at {self.path}")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._create_private_file()
         elif self.path.is_dir():
             raise StoreError(f"{self.path} is a directory, not a speaker store file")
         self._lock = threading.RLock()
@@ -264,6 +264,7 @@ class SpeakerStore:
             )
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA synchronous = FULL")
+            self._db.execute("PRAGMA secure_delete = ON")  # deleted rows are overwritten with zeros
             self._open_schema()
         except sqlite3.DatabaseError as exc:
             self._close_quietly()
@@ -273,6 +274,21 @@ class SpeakerStore:
             raise
 
     # -- lifecycle -------------------------------------------------------------------------
+
+    def _create_private_file(self) -> None:
+        """Create the store file (and a missing folder) readable by its owner only: voices are personal.
+
+        SQLite gives the -wal and -shm files the database file's permissions, so they are private too.
+        """
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return  # another process created it first
+        except OSError as exc:
+            raise StoreError(f"cannot create the speaker store {self.path}: {exc.strerror or exc}") from None
+        os.close(fd)
 
     def _close_quietly(self) -> None:
         db = getattr(self, "_db", None)
@@ -558,11 +574,64 @@ class SpeakerStore:
         return len(people)
 
     def remove(self, name: str) -> str:
-        """Delete `name` with all recordings, embeddings and voiceprints; returns the stored name."""
+        """Delete every trace of `name`: recordings, audio, embeddings, voiceprints; returns the stored name.
+
+        The rows are deleted with `secure_delete` on (their bytes overwritten with zeros), then the
+        file is rebuilt (VACUUM) and the write-ahead log checkpointed and truncated, so no copy of
+        the deleted pages stays in the database file, its free pages or the WAL file. If another
+        process holds the store open the checkpoint cannot finish: StoreError says so (the rows
+        are deleted; run the removal again once the other process is done).
+        """
         with self.transaction() as db:
             person_id, stored = self._person_id(db, name)
             db.execute("DELETE FROM people WHERE id = ?", (person_id,))
+        self.wipe_free_space()
         return stored
+
+    def wipe_free_space(self) -> None:
+        """VACUUM, then checkpoint the WAL into the database file and truncate it to zero bytes."""
+        with self._lock:
+            if self._db is None:
+                raise StoreError("the speaker store is closed")
+            self._db.execute("VACUUM")
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise StoreError(
+                f"{self.path}: another process holds the store open, so deleted data may remain in its "
+                "write-ahead log; run the removal again when that process has ended")
+
+    def export(self, name: str) -> dict[str, object]:
+        """Everything stored about `name`, for `speakers export`: metadata, vectors and kept audio.
+
+        Returns {"name", "created_at", "recordings": [{..., "embeddings": {fp: vector},
+        "audio": float32 array or None}], "voiceprints": [{"fingerprint", "dim", "model",
+        "vector", "n_recordings", "net_speech_samples", "updated_at"}]}.
+        """
+        with self._lock:
+            person_id, stored = self._person_id(self._db, name)
+            created = self._read("SELECT created_at FROM people WHERE id = ?", (person_id,))[0][0]
+            recordings = []
+            for rec in self.recordings(stored):
+                enrolled = self._read("SELECT created_at FROM enrollments WHERE id = ?", (rec.enrollment_id,))[0][0]
+                vectors = {fp: _blob_vector(blob, dim, f"embedding of recording {rec.recording_id}")
+                           for fp, blob, dim in self._read(
+                               "SELECT x.fingerprint, x.vector, m.dim FROM embeddings x JOIN models m USING "
+                               "(fingerprint) WHERE x.recording_id = ?", (rec.recording_id,))}
+                recordings.append({
+                    "recording_id": rec.recording_id, "enrollment_id": rec.enrollment_id,
+                    "enrolled_at": enrolled, "num_samples": rec.num_samples,
+                    "net_speech_samples": rec.net_speech_samples, "embeddings": vectors,
+                    "audio": self.recording_audio(rec.recording_id) if rec.has_audio else None,
+                })
+            voiceprints = [
+                {"fingerprint": fp, "dim": dim, "model": desc, "vector": _blob_vector(blob, dim, "voiceprint"),
+                 "n_recordings": n, "net_speech_samples": speech, "updated_at": updated}
+                for fp, dim, desc, blob, n, speech, updated in self._read(
+                    "SELECT v.fingerprint, m.dim, m.description, v.vector, v.n_recordings, v.net_speech_samples, "
+                    "v.updated_at FROM voiceprints v JOIN models m USING (fingerprint) WHERE v.person_id = ? "
+                    "ORDER BY v.fingerprint", (person_id,))
+            ]
+        return {"name": stored, "created_at": created, "recordings": recordings, "voiceprints": voiceprints}
 
     def recompute(self) -> int:
         """Rebuild every voiceprint from the stored embeddings; returns how many there are now."""

@@ -21,7 +21,7 @@ import torch
 
 from engine.model_side import Vocab, WindowOutputs
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # fp16: CUDA only
 
 
 def pick_device(device: str) -> torch.device:
@@ -86,6 +86,8 @@ class TorchModels:
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
         dev, torch_dtype = pick_device(device), _DTYPES[dtype]
+        if dtype == "fp16" and dev.type != "cuda":
+            raise ValueError("fp16 runs only on a CUDA device; on the CPU use fp32 or bf16")
         groups: dict[str, _Group] = {}
         vocab, num_speakers = None, 0
         for name, path, klass in (("ctc", asr, UniSpeechSatForCTC), ("diar", diar, UniSpeechSatForAudioFrameClassification)):

@@ -43,11 +43,14 @@ from engine.timebase import SAMPLE_RATE, samples_to_seconds, seconds_to_samples
 
 __all__ = [
     "Candidate", "EnrollResult", "Embedder", "FingerprintMismatchError", "InvalidAudioError",
-    "NotEnoughSpeechError", "RecordingCheck", "UnknownSpeakerError", "Verification", "VoiceprintError",
+    "MixedVoicesError", "NameConflictError", "NotEnoughSpeechError", "OutliersError", "RecordingCheck",
+    "SameVoiceError", "VoiceMix", "voice_mix", "UnknownSpeakerError", "Verification", "VoiceprintError",
     "VoiceprintService", "XVectorEmbedder", "checkpoint_fingerprint", "embed_recording",
 ]
 
 MIN_ENROLL_SPEECH_S = 5.0
+MIN_TRACK_ENROLL_SPEECH_S = 2.0  # naming a live track: lower minimum, result flagged low_quality
+MIXED_SAME_VOICE_FACTOR = 0.8  # 2 s spans of one voice score lower than whole clips: threshold x this
 MIN_RECORDING_SPEECH_S = 1.0
 MIN_TEST_SPEECH_S = 1.0
 
@@ -87,6 +90,22 @@ class NotEnoughSpeechError(VoiceprintError, ValueError):
         return samples_to_seconds(self.found_samples)
 
 
+class MixedVoicesError(VoiceprintError, ValueError):
+    """The audio seems to hold several voices: enrolling or scoring it would describe a mixture."""
+
+
+class SameVoiceError(VoiceprintError, ValueError):
+    """A new name's voice matches someone already enrolled (the same person under two names?)."""
+
+
+class NameConflictError(VoiceprintError, ValueError):
+    """A name that differs from an enrolled one only in letter case (names compare case-insensitively)."""
+
+
+class OutliersError(VoiceprintError, ValueError):
+    """Every new recording disagrees with the others: they seem to be different people."""
+
+
 @dataclass(frozen=True, slots=True)
 class RecordingCheck:
     """Consistency of one new enrollment recording with all the person's other recordings.
@@ -120,6 +139,8 @@ class EnrollResult:
     total_net_speech_samples: int
     threshold: float
     checks: tuple[RecordingCheck, ...]
+    left_out: tuple[int, ...] = ()  # indices of outlier recordings not stored (no --keep-outliers)
+    low_quality: bool = False  # enrolled under the documented lower minimum (a TUI track)
 
     @property
     def outliers(self) -> tuple[RecordingCheck, ...]:
@@ -132,7 +153,8 @@ class EnrollResult:
                 "total_recordings": self.total_recordings,
                 "total_net_speech_s": samples_to_seconds(self.total_net_speech_samples),
                 "threshold": self.threshold, "checks": [c.to_dict() for c in self.checks],
-                "outliers": [c.index for c in self.outliers]}
+                "outliers": [c.index for c in self.outliers], "left_out": list(self.left_out),
+                "low_quality": self.low_quality}
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +220,63 @@ def embed_recording(
     return (vector / norm).astype(np.float32), int(speech.size)
 
 
+@dataclass(frozen=True, slots=True)
+class VoiceMix:
+    """How many voices a recording seems to hold, from pairwise x-vectors of its short speech spans.
+
+    `voices` lists the speech (samples) of each group of mutually similar spans, largest first;
+    `mixed` when at least two groups each hold `MIXED_MIN_SHARE` of the speech. With fewer than
+    two spans (under 2 x `MIXED_SPAN_S` of speech) nothing can be told and `mixed` is False.
+    """
+
+    n_spans: int
+    voices: tuple[int, ...]
+    mixed: bool
+
+    def describe(self) -> str:
+        shares = ", ".join(f"{samples_to_seconds(v):.1f} s" for v in self.voices)
+        return f"{len(self.voices)} voices ({shares} of speech)"
+
+
+MIXED_SPAN_S = 2.0  # speech per span compared (the engine's first x-vector of a run needs as much)
+MIXED_MAX_SPANS = 30  # longer recordings get longer spans, so the check costs at most this many embeddings
+MIXED_MIN_SHARE = 0.2  # a second voice must hold this share of the speech to count
+
+
+def voice_mix(embedder: Embedder, speech: np.ndarray, same_voice: float) -> VoiceMix:
+    """Group the 2 s spans of `speech` (speech-only samples) by voice: average-linkage clustering
+    of their cosine similarities, merging while the groups' mean similarity is >= `same_voice`.
+
+    A stand-in for the engine's speaker tracking (issue 21) until that can run on a recording:
+    a single voice gives one group plus at most a few stray spans; a conversation gives one group
+    per speaker with enough speech.
+    """
+    span = seconds_to_samples(MIXED_SPAN_S)
+    n = min(len(speech) // span, MIXED_MAX_SPANS)
+    if n < 2:
+        return VoiceMix(n, (int(len(speech)),), False)
+    pieces = np.array_split(np.asarray(speech, dtype=np.float32), n)
+    vectors = np.stack([np.asarray(embedder.embed(p), dtype=np.float64) for p in pieces])
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    sim = vectors @ vectors.T
+    groups = [[i] for i in range(n)]
+    while len(groups) > 1:
+        best, pair = -2.0, (0, 1)
+        for a in range(len(groups)):
+            for b in range(a + 1, len(groups)):
+                mean = float(sim[np.ix_(groups[a], groups[b])].mean())
+                if mean > best:
+                    best, pair = mean, (a, b)
+        if best < same_voice:
+            break
+        a, b = pair
+        groups[a] += groups.pop(b)
+    sizes = sorted((sum(len(pieces[i]) for i in g) for g in groups), reverse=True)
+    total = sum(sizes)
+    big = [s for s in sizes if s >= MIXED_MIN_SHARE * total]
+    return VoiceMix(n, tuple(int(s) for s in sizes), len(big) >= 2)
+
+
 def _calibration_of(embedder: Embedder) -> Calibration:
     cal = getattr(embedder, "calibration", None)
     if isinstance(cal, Calibration):
@@ -253,59 +332,114 @@ class VoiceprintService:
     # -- embedding ------------------------------------------------------------------------
 
     def embed(self, samples: np.ndarray, what: str = "audio") -> tuple[np.ndarray, int]:
-        """(unit embedding, net speech samples) of a test recording; NotEnoughSpeechError if short."""
+        """(unit embedding, net speech samples) of a test recording of one voice.
+
+        NotEnoughSpeechError if it holds too little speech (the embedder is not called then);
+        MixedVoicesError if it seems to hold several voices, whose mixture no score describes.
+        """
         x = check_audio(samples, what)
-        vector, speech = embed_recording(self.embedder, x, self.detector)
-        if vector is None or speech < self.min_test_samples:
+        speech = speech_only(x, speech_mask(x, self.detector))
+        if speech.size == 0 or speech.size < self.min_test_samples:
             raise NotEnoughSpeechError(
-                f"{what}: {samples_to_seconds(speech):.2f} s of speech found, at least "
+                f"{what}: {samples_to_seconds(speech.size):.2f} s of speech found, at least "
                 f"{samples_to_seconds(self.min_test_samples):.2f} s needed to score it",
-                speech, self.min_test_samples)
-        return vector, speech
+                int(speech.size), self.min_test_samples)
+        mix = self.voice_mix(speech)
+        if mix.mixed:
+            raise MixedVoicesError(
+                f"{what} seems to hold several voices ({mix.describe()}); a score would describe their "
+                "mixture: give a recording of one speaker")
+        vector, n = embed_recording(self.embedder, x, self.detector)
+        assert vector is not None
+        return vector, n
 
     # -- enrollment -----------------------------------------------------------------------
 
-    def enroll(self, name: str, recordings: list[np.ndarray], replace: bool = False) -> EnrollResult:
+    def _check_name(self, name: str) -> tuple[str, bool]:
+        """(the name, whether it is new); NameConflictError when it differs from one only in case."""
+        clean = validate_name(name)
+        for stored in self.store.names():
+            if stored.casefold() == clean.casefold():
+                if stored != clean:
+                    raise NameConflictError(
+                        f"{clean!r} is already enrolled as {stored!r} (names compare case-insensitively): "
+                        f"use {stored!r} to add to that voiceprint, or choose another name")
+                return clean, False
+        return clean, True
+
+    def voice_mix(self, speech: np.ndarray) -> VoiceMix:
+        """Several voices in `speech` (speech-only samples)? See `voice_mix`."""
+        return voice_mix(self.embedder, speech, MIXED_SAME_VOICE_FACTOR * self.threshold)
+
+    def enroll(self, name: str, recordings: list[np.ndarray], replace: bool = False, *,
+               allow_mixed: bool = False, keep_outliers: bool = False, same_voice_ok: bool = False,
+               min_enroll_speech_s: float | None = None) -> EnrollResult:
         """Enroll `name` from `recordings` (16 kHz float32 each), adding to their voiceprint unless `replace`.
 
-        Refuses (NotEnoughSpeechError, with the amounts found) when all recordings together hold
-        less than the minimum net speech, or one holds less than the per-recording minimum.
+        Refuses, naming the problem: a name that differs from an enrolled one only in case
+        (NameConflictError); less net speech than the minimum, counting what is already stored
+        for the person (NotEnoughSpeechError); a recording that seems to hold several voices
+        unless `allow_mixed` (MixedVoicesError); a new name whose voice matches an enrolled
+        person unless `same_voice_ok` (SameVoiceError). Recordings that disagree with the
+        others are left out unless `keep_outliers` (`EnrollResult.left_out`); if that leaves
+        nothing, OutliersError. `min_enroll_speech_s` lowers the minimum (naming a live track);
+        an enrollment under the usual minimum is flagged `low_quality`.
         """
-        clean = validate_name(name)
+        clean, created = self._check_name(name)
         if isinstance(recordings, np.ndarray) and recordings.ndim == 1:
             recordings = [recordings]
         clips = [check_audio(r, f"recording {i + 1}") for i, r in enumerate(recordings)]
         if not clips:
             raise InvalidAudioError("enrollment needs at least one recording")
-        masks = [speech_mask(c, self.detector) for c in clips]
-        speech = [int(speech_only(c, m).size) for c, m in zip(clips, masks)]
+        speech_audio = [speech_only(c, speech_mask(c, self.detector)) for c in clips]
+        speech = [int(a.size) for a in speech_audio]
+        stored = 0  # adding to a voiceprint: its stored speech counts towards the minimum
+        if not created and not replace and self.fingerprint in self._fingerprints_of(clean):
+            stored = self.store.voiceprint(clean, self.fingerprint).net_speech_samples
+        minimum = self.min_enroll_samples if min_enroll_speech_s is None else seconds_to_samples(min_enroll_speech_s)
         total = sum(speech)
-        if total < self.min_enroll_samples:
+        if total + stored < minimum:
             detail = ", ".join(f"recording {i + 1}: {samples_to_seconds(s):.2f} s" for i, s in enumerate(speech))
+            have = f"{samples_to_seconds(total):.2f} s" + (f" here and {samples_to_seconds(stored):.2f} s stored"
+                                                          if stored else "")
             raise NotEnoughSpeechError(
-                f"enrollment needs at least {samples_to_seconds(self.min_enroll_samples):.1f} s of net speech "
-                f"over all recordings; found {samples_to_seconds(total):.2f} s"
-                + (f" ({detail})" if len(clips) > 1 else ""),
-                total, self.min_enroll_samples)
+                f"enrollment needs at least {samples_to_seconds(minimum):.1f} s of net speech "
+                f"over all recordings; found {have}" + (f" ({detail})" if len(clips) > 1 else ""),
+                total + stored, minimum)
         for i, s in enumerate(speech):
             if s < self.min_recording_samples:
                 raise NotEnoughSpeechError(
                     f"recording {i + 1} holds {samples_to_seconds(s):.2f} s of speech, less than the "
                     f"{samples_to_seconds(self.min_recording_samples):.1f} s each recording needs; "
                     "leave it out or record it again", s, self.min_recording_samples)
+        if not allow_mixed:
+            for i, a in enumerate(speech_audio):
+                mix = self.voice_mix(a)
+                if mix.mixed:
+                    raise MixedVoicesError(
+                        f"recording {i + 1} seems to hold several voices ({mix.describe()}); enroll "
+                        "recordings of one person (--allow-mixed enrolls it anyway)")
         vectors = []
         for c in clips:
             vector, _ = embed_recording(self.embedder, c, self.detector)
             vectors.append(vector)
-        return self._store_enrollment(clean, vectors, speech, clips, replace)
+        return self._store_enrollment(clean, created, vectors, speech, clips, replace, keep_outliers,
+                                      same_voice_ok, low_quality=total + stored < self.min_enroll_samples)
+
+    def _fingerprints_of(self, name: str) -> tuple[str, ...]:
+        for person in self.store.people():
+            if person.name.casefold() == name.casefold():
+                return person.fingerprints
+        return ()
 
     def enroll_embeddings(self, name: str, embeddings: list[tuple[np.ndarray, int]], replace: bool = False) -> EnrollResult:
         """Enroll from embeddings already made by this embedder: (vector, net speech samples) pairs.
 
         For the engine, which has x-vectors of a speaker track but not its audio. Same rules as
-        `enroll`; no audio is kept, so these recordings cannot be re-embedded for another model.
+        `enroll` for names and the minimum; no audio is kept, so these recordings cannot be
+        re-embedded for another model, and there is no audio to check for mixed voices.
         """
-        clean = validate_name(name)
+        clean, created = self._check_name(name)
         if not embeddings:
             raise InvalidAudioError("enrollment needs at least one embedding")
         speech = [int(s) for _, s in embeddings]
@@ -321,27 +455,66 @@ class VoiceprintService:
             if norm < 1e-12:
                 raise VoiceprintError(f"embedding {i + 1} is not a finite non-zero vector")
             vectors.append((v / norm).astype(np.float32))
-        return self._store_enrollment(clean, vectors, speech, [None] * len(vectors), replace)
+        return self._store_enrollment(clean, created, vectors, speech, [None] * len(vectors), replace,
+                                      keep_outliers=True, same_voice_ok=True)
 
-    def _store_enrollment(self, name: str, vectors: list[np.ndarray], speech: list[int],
-                          clips: list[np.ndarray | None], replace: bool) -> EnrollResult:
+    def _store_enrollment(self, name: str, created: bool, vectors: list[np.ndarray], speech: list[int],
+                          clips: list[np.ndarray | None], replace: bool, keep_outliers: bool,
+                          same_voice_ok: bool, low_quality: bool = False) -> EnrollResult:
         dim = vectors[0].size
         known = self.store.model_dim(self.fingerprint)
         if known is not None and known != dim:
             raise VoiceprintError(f"model {self.fingerprint} gave {known}-dimensional embeddings before, now {dim}")
-        existing_names = {n.casefold(): n for n in self.store.names()}
-        created = name.casefold() not in existing_names
         if not created and not replace:
             old_vectors, old_speech = self.store.embeddings(name, self.fingerprint)
         else:
             old_vectors, old_speech = np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
         checks = self._consistency(vectors, speech, old_vectors, old_speech)
-        new = [NewRecording(v, int(c.size) if c is not None else s, s, c if self.keep_audio else None)
-               for v, s, c in zip(vectors, speech, clips)]
+        keep = list(range(len(vectors)))
+        if not keep_outliers:
+            keep = self._without_outliers(vectors, speech, old_vectors, old_speech)
+            if not keep:
+                scores = ", ".join(f"recording {c.index + 1}: {c.score:.3f}" for c in checks if c.score is not None)
+                raise OutliersError(
+                    f"the recordings do not match each other ({scores}, threshold {self.threshold:.3f}): "
+                    "they seem to be different people; enroll one person's recordings "
+                    "(--keep-outliers stores them anyway)")
+        kept_vectors = [vectors[i] for i in keep]
+        if created and not same_voice_ok:
+            self._refuse_same_voice(name, kept_vectors, [speech[i] for i in keep])
+        new = [NewRecording(vectors[i], int(clips[i].size) if clips[i] is not None else speech[i], speech[i],
+                            clips[i] if self.keep_audio else None) for i in keep]
         vp = self.store.add_enrollment(name, self.fingerprint, new, replace=replace,
                                        model_description=str(getattr(self.embedder, "description", "")))
-        return EnrollResult(vp.name, self.fingerprint, created, replace and not created, len(new), sum(speech),
-                            vp.n_recordings, vp.net_speech_samples, self.threshold, checks)
+        left_out = tuple(i for i in range(len(vectors)) if i not in keep)
+        return EnrollResult(vp.name, self.fingerprint, created, replace and not created, len(new),
+                            sum(speech[i] for i in keep), vp.n_recordings, vp.net_speech_samples,
+                            self.threshold, checks, left_out, low_quality)
+
+    def _refuse_same_voice(self, name: str, vectors: list[np.ndarray], speech: list[int]) -> None:
+        """SameVoiceError when the new voiceprint scores at or above the threshold against someone enrolled."""
+        new = mean_voiceprint(np.stack(vectors), np.maximum(np.array(speech, dtype=np.float64), 1))
+        for vp in self.store.voiceprints(self.fingerprint):
+            score = float(np.dot(new.astype(np.float64), vp.vector.astype(np.float64)))
+            if score >= self.threshold:
+                raise SameVoiceError(
+                    f"the voice of {name!r} matches {vp.name!r}, who is already enrolled (score {score:.3f} >= "
+                    f"threshold {self.threshold:.3f}): the same person under two names would take each "
+                    f"other's turns; add to {vp.name!r} instead (--same-voice-ok enrolls {name!r} anyway)")
+
+    def _without_outliers(self, vectors: list[np.ndarray], speech: list[int],
+                          old_vectors: np.ndarray, old_speech: np.ndarray) -> list[int]:
+        """Indices of the new recordings kept once outliers are dropped, worst first, one at a time."""
+        keep = list(range(len(vectors)))
+        while keep:
+            checks = self._consistency([vectors[i] for i in keep], [speech[i] for i in keep], old_vectors, old_speech)
+            bad = [(c.score, k) for c, k in zip(checks, keep) if c.outlier and c.score is not None]
+            if not bad:
+                return keep
+            if len(keep) + len(old_vectors) <= 2 and len(old_vectors) == 0:
+                return []  # two recordings that disagree: no way to tell which one is the person
+            keep.remove(min(bad)[1])
+        return keep
 
     def _consistency(self, vectors: list[np.ndarray], speech: list[int],
                      old_vectors: np.ndarray, old_speech: np.ndarray) -> tuple[RecordingCheck, ...]:
@@ -362,10 +535,11 @@ class VoiceprintService:
 
     # -- scoring --------------------------------------------------------------------------
 
-    def verify(self, name: str, audio: np.ndarray) -> Verification:
-        """1:1: is `audio` spoken by `name`? UnknownSpeakerError, FingerprintMismatchError on misuse."""
+    def verify(self, name: str, audio: np.ndarray, what: str = "audio") -> Verification:
+        """1:1: is `audio` spoken by `name`? UnknownSpeakerError, FingerprintMismatchError on misuse;
+        `what` names the audio in errors (a file name)."""
         vp = self.store.voiceprint(name, self.fingerprint)
-        vector, _ = self.embed(audio)
+        vector, _ = self.embed(audio, what)
         score = float(np.dot(vector.astype(np.float64), vp.vector.astype(np.float64)))
         return Verification(vp.name, score, self.threshold, score >= self.threshold, self.calibration.calibrated)
 
@@ -373,7 +547,7 @@ class VoiceprintService:
         """Every voiceprint made with this embedder's model (what the engine seeds its clusters with)."""
         return self.store.voiceprints(self.fingerprint)
 
-    def identify(self, audio: np.ndarray, top_k: int | None = None) -> list[Candidate]:
+    def identify(self, audio: np.ndarray, top_k: int | None = None, what: str = "audio") -> list[Candidate]:
         """1:N: every comparable enrolled person, best score first (`top_k` limits the list).
 
         Empty when nobody is enrolled. People enrolled only with other models are left out;
@@ -385,7 +559,7 @@ class VoiceprintService:
             if others:
                 raise FingerprintMismatchError(None, others, self.fingerprint)
             return []
-        vector, _ = self.embed(audio)
+        vector, _ = self.embed(audio, what)
         matrix = np.stack([p.vector for p in prints]).astype(np.float64)
         scores = matrix @ vector.astype(np.float64)
         order = np.argsort(-scores, kind="stable")[: top_k if top_k is not None else None]
@@ -484,7 +658,8 @@ def checkpoint_fingerprint(model_dir: str | os.PathLike[str]) -> str:
 class XVectorEmbedder:
     """`Embedder` over a UniSpeech-SAT x-vector checkpoint folder (models/ `UniSpeechSatForXVector`).
 
-    `device`: "cpu" (also for None), "cuda[:N]" or "auto"; `dtype`: "fp32" (also for None) or "bf16".
+    `device`: "cpu" (also for None), "cuda[:N]" or "auto"; `dtype`: "fp32" (also for None), "bf16",
+    or "fp16" (CUDA only).
     The threshold comes from `verification.json` beside the checkpoint when it was measured for
     these weights (see engine.calibration), else the documented fallback with `calibration.calibrated`
     False. Recordings longer than `max_chunk_s` are embedded in equal chunks whose unit embeddings
@@ -499,12 +674,14 @@ class XVectorEmbedder:
         from models.loading import resolve_pretrained
 
         local = resolve_pretrained(model_dir)  # a local folder, or the hub snapshot of owner/name
-        torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(dtype or "fp32")
+        torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype or "fp32")
         if torch_dtype is None:
-            raise ValueError(f"dtype must be 'fp32' or 'bf16', got {dtype!r}")
+            raise ValueError(f"dtype must be 'fp32', 'bf16' or 'fp16', got {dtype!r}")
         device = device or "cpu"
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if torch_dtype is torch.float16 and not str(device).startswith("cuda"):
+            raise ValueError("fp16 runs only on a CUDA device; on the CPU use fp32 or bf16")
         self._torch = torch
         self.device = torch.device(device)
         self.model = UniSpeechSatForXVector.from_pretrained(str(local), device=self.device, dtype=torch_dtype)

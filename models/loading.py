@@ -100,7 +100,7 @@ def _download(repo_id: str, weights: bool) -> Path:
                 return folder
     raise CheckpointError(
         f"could not get {repo_id!r} from the Hugging Face hub cache or network ({type(last_error).__name__}: "
-        f"{last_error}). If this machine is offline, run `huggingface-cli download {repo_id} --local-dir DIR` "
+        f"{last_error}). If this machine is offline, run `hf download {repo_id} --local-dir DIR` "
         "where there is a network, copy DIR here and pass its path."
     )
 

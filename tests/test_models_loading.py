@@ -163,7 +163,7 @@ def test_repo_id_offline_says_how_to_download(monkeypatch):
         raise hub.errors.LocalEntryNotFoundError("offline and not in the cache")
 
     monkeypatch.setattr(hub, "snapshot_download", offline)
-    with pytest.raises(CheckpointError, match="huggingface-cli download microsoft/unispeech-sat-base-plus-sv"):
+    with pytest.raises(CheckpointError, match="hf download microsoft/unispeech-sat-base-plus-sv"):
         models.UniSpeechSatForXVector.from_pretrained("microsoft/unispeech-sat-base-plus-sv")
 
 

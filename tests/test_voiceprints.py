@@ -8,6 +8,7 @@ deterministic, same-speaker cosines near 0.9, different-speaker cosines near 0.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import zlib
@@ -18,16 +19,23 @@ import pytest
 
 from engine.calibration import Calibration
 from engine.speaker_store import SpeakerStore
+from engine.speech_detect import EnergySpeechDetector
 from engine.timebase import SAMPLE_RATE
 from engine.voiceprints import (
     FingerprintMismatchError,
     InvalidAudioError,
+    MixedVoicesError,
+    NameConflictError,
     NotEnoughSpeechError,
+    OutliersError,
+    SameVoiceError,
     UnknownSpeakerError,
     VoiceprintService,
 )
 
 DIM = 32
+# The fake "speech" is tones: the energy detector is named, whatever the app's default detector is.
+Service = functools.partial(VoiceprintService, detector=EnergySpeechDetector())
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -89,7 +97,7 @@ def store(tmp_path):
 
 @pytest.fixture
 def service(store):
-    return VoiceprintService(FakeEmbedder(), store)
+    return Service(FakeEmbedder(), store)
 
 
 def test_enroll_then_verify_accepts_same_speaker_and_rejects_another(service):
@@ -109,7 +117,7 @@ def test_enroll_then_verify_accepts_same_speaker_and_rejects_another(service):
 
 
 def test_enrollment_refuses_less_than_five_seconds_and_says_how_much(service):
-    clip = speaker_audio(1, 6.0, seed=1)  # 10 periods of 0.6 s: 10 * 0.56 = 5.6 s of net speech
+    clip = speaker_audio(2, 6.0, seed=1)  # 10 periods of 0.6 s: 10 * 0.56 = 5.6 s of net speech
     short = speaker_audio(1, 4.2, seed=1)  # 7 periods: 7 * 0.56 = 3.92 s of net speech
     with pytest.raises(NotEnoughSpeechError) as info:
         service.enroll("Alice", [short])
@@ -133,7 +141,7 @@ def test_adding_to_and_replacing_a_voiceprint(service, store):
     added = service.enroll("Alice", [speaker_audio(1, 9.0, seed=2), speaker_audio(1, 9.0, seed=3)])
     assert not added.created and added.total_recordings == 3
     assert added.total_net_speech_samples == store.voiceprint("Alice", "fake:v1").net_speech_samples
-    replaced = service.enroll("ALICE", [speaker_audio(1, 9.0, seed=4)], replace=True)
+    replaced = service.enroll("Alice", [speaker_audio(1, 9.0, seed=4)], replace=True)
     assert replaced.replaced and replaced.total_recordings == 1
     assert [p.name for p in service.list()] == ["Alice"]
 
@@ -145,9 +153,13 @@ def test_consistency_check_flags_the_recording_of_someone_else(service):
     assert flags == [False, True, False]
     assert result.outliers[0].index == 1 and result.outliers[0].score < 0.3
     assert all(c.score > 0.5 for c in result.checks if not c.outlier)
-    # a later enrollment is checked against the stored recordings
-    later = service.enroll("Alice", [speaker_audio(4, 6.0, seed=5)])
-    assert later.outliers and later.checks[0].score < 0.3
+    assert result.left_out == (1,) and result.total_recordings == 2  # the outlier is not stored
+    # a later enrollment is checked against the stored recordings: refused, or kept when asked
+    with pytest.raises(OutliersError, match="do not match"):
+        service.enroll("Alice", [speaker_audio(4, 6.0, seed=5)])
+    later = service.enroll("Alice", [speaker_audio(4, 6.0, seed=5)], keep_outliers=True)
+    assert later.outliers and later.checks[0].score < 0.3 and later.left_out == ()
+    assert later.total_recordings == 3
 
 
 def test_single_first_recording_has_no_consistency_score(service):
@@ -173,9 +185,9 @@ def test_identify_on_an_empty_store_returns_nothing(service):
 
 
 def test_scores_are_never_compared_across_model_fingerprints(store):
-    old = VoiceprintService(FakeEmbedder("fake:old"), store)
+    old = Service(FakeEmbedder("fake:old"), store)
     old.enroll("Alice", [speaker_audio(1, 9.0)])
-    new = VoiceprintService(FakeEmbedder("fake:new", space_seed=1), store)
+    new = Service(FakeEmbedder("fake:new", space_seed=1), store)
     with pytest.raises(FingerprintMismatchError) as info:
         new.verify("Alice", speaker_audio(1, 3.0))
     assert "fake:old" in str(info.value) and "fake:new" in str(info.value)
@@ -189,9 +201,9 @@ def test_scores_are_never_compared_across_model_fingerprints(store):
 
 
 def test_reembed_makes_voiceprints_for_a_new_model_from_kept_audio(store):
-    VoiceprintService(FakeEmbedder("fake:old"), store).enroll("Alice", [speaker_audio(1, 9.0)])
-    VoiceprintService(FakeEmbedder("fake:old"), store).enroll("Bob", [speaker_audio(2, 9.0)])
-    new = VoiceprintService(FakeEmbedder("fake:new", space_seed=1), store)
+    Service(FakeEmbedder("fake:old"), store).enroll("Alice", [speaker_audio(1, 9.0)])
+    Service(FakeEmbedder("fake:old"), store).enroll("Bob", [speaker_audio(2, 9.0)])
+    new = Service(FakeEmbedder("fake:new", space_seed=1), store)
     assert sorted(new.reembed()) == ["Alice", "Bob"]
     assert new.verify("Alice", speaker_audio(1, 3.0, seed=4)).accepted
     assert not new.verify("Bob", speaker_audio(1, 3.0, seed=4)).accepted
@@ -200,9 +212,9 @@ def test_reembed_makes_voiceprints_for_a_new_model_from_kept_audio(store):
 
 
 def test_audio_is_not_kept_when_told_not_to(store):
-    VoiceprintService(FakeEmbedder(), store, keep_audio=False).enroll("Alice", [speaker_audio(1, 9.0)])
+    Service(FakeEmbedder(), store, keep_audio=False).enroll("Alice", [speaker_audio(1, 9.0)])
     assert [r.has_audio for r in store.recordings("Alice")] == [False]
-    assert VoiceprintService(FakeEmbedder("fake:new"), store).reembed() == []
+    assert Service(FakeEmbedder("fake:new"), store).reembed() == []
 
 
 def test_unknown_names_and_bad_audio_raise_specific_errors(service):
@@ -227,10 +239,12 @@ def test_unknown_names_and_bad_audio_raise_specific_errors(service):
 
 def test_embeddings_are_made_from_speech_frames_only(store):
     embedder = FakeEmbedder()
-    service = VoiceprintService(embedder, store)
+    service = Service(embedder, store)
     clip = speaker_audio(1, 9.0)
     result = service.enroll("Alice", [clip])
-    assert embedder.calls == [result.net_speech_samples] and result.net_speech_samples < clip.size
+    # the mixed-voice check embeds 2 s spans of the speech, then the whole speech is embedded once
+    assert embedder.calls[-1] == result.net_speech_samples and result.net_speech_samples < clip.size
+    assert sum(embedder.calls[:-1]) == result.net_speech_samples
 
 
 def test_enroll_from_engine_embeddings(service):
@@ -245,7 +259,7 @@ def test_enroll_from_engine_embeddings(service):
 def test_uncalibrated_threshold_is_reported(store):
     embedder = FakeEmbedder()
     embedder.calibration = Calibration.fallback("no verification.json")
-    service = VoiceprintService(embedder, store)
+    service = Service(embedder, store)
     service.enroll("Alice", [speaker_audio(1, 9.0)])
     v = service.verify("Alice", speaker_audio(1, 3.0, seed=3))
     assert v.threshold == Calibration.fallback("x").threshold and v.calibrated is False
@@ -258,3 +272,78 @@ def test_voiceprint_import_path_stays_light():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def _two_voices(seconds: float = 6.0) -> np.ndarray:
+    return np.concatenate([speaker_audio(1, seconds, seed=1), speaker_audio(2, seconds, seed=2)])
+
+
+def test_enrollment_refuses_a_recording_of_several_voices_unless_allowed(service):
+    with pytest.raises(MixedVoicesError, match="recording 1 seems to hold several voices .*--allow-mixed"):
+        service.enroll("Alice", [_two_voices()])
+    assert service.list() == []
+    result = service.enroll("Alice", [_two_voices()], allow_mixed=True)
+    assert result.total_recordings == 1
+
+
+def test_one_voice_over_many_spans_is_not_called_mixed(service):
+    result = service.enroll("Alice", [speaker_audio(1, 30.0, seed=7)])  # 13 spans of one voice
+    assert result.total_recordings == 1
+    mix = service.voice_mix(np.concatenate([speaker_audio(1, 12.0), speaker_audio(3, 12.0)]))
+    assert mix.mixed and len(mix.voices) == 2
+
+
+def test_two_people_under_one_name_are_refused(service):
+    with pytest.raises(OutliersError, match="recording 1: .*recording 2: .*different people"):
+        service.enroll("Alice", [speaker_audio(1, 9.0, seed=1), speaker_audio(2, 9.0, seed=2)])
+    assert service.list() == []
+
+
+def test_same_voice_under_a_new_name_is_refused_unless_asked(service):
+    service.enroll("Alice", [speaker_audio(1, 9.0, seed=1)])
+    with pytest.raises(SameVoiceError, match="matches 'Alice'.*--same-voice-ok"):
+        service.enroll("Alicia", [speaker_audio(1, 9.0, seed=2)])
+    assert [p.name for p in service.list()] == ["Alice"]
+    assert service.enroll("Alicia", [speaker_audio(1, 9.0, seed=2)], same_voice_ok=True).created
+    assert service.enroll("Bob", [speaker_audio(2, 9.0, seed=3)]).created  # another voice is fine
+
+
+def test_names_compare_case_insensitively_and_the_error_says_so(service):
+    service.enroll("Alice", [speaker_audio(1, 9.0, seed=1)])
+    with pytest.raises(NameConflictError, match="'alice' is already enrolled as 'Alice'.*case-insensitively"):
+        service.enroll("alice", [speaker_audio(1, 9.0, seed=2)])
+    assert service.store.voiceprint("Alice", "fake:v1").n_recordings == 1
+
+
+def test_adding_counts_the_stored_speech(service):
+    service.enroll("Alice", [speaker_audio(1, 9.0, seed=1)])
+    added = service.enroll("Alice", [speaker_audio(1, 2.4, seed=2)])  # 2.24 s of speech: enough with the stored
+    assert added.total_recordings == 2 and not added.low_quality
+    with pytest.raises(NotEnoughSpeechError, match="found 2.24 s"):
+        service.enroll("Bob", [speaker_audio(2, 2.4, seed=2)])
+
+
+def test_verify_and_identify_refuse_several_voices(service):
+    service.enroll("Alice", [speaker_audio(1, 9.0, seed=1)])
+    with pytest.raises(MixedVoicesError, match="talk.wav seems to hold several voices"):
+        service.verify("Alice", _two_voices(), what="talk.wav")
+    with pytest.raises(MixedVoicesError, match="several voices"):
+        service.identify(_two_voices())
+    assert service.verify("Alice", speaker_audio(1, 6.0, seed=4)).accepted
+
+
+def test_short_test_audio_names_the_file_and_needs_no_embedder_call(store):
+    embedder = FakeEmbedder()
+    service = Service(embedder, store)
+    service.enroll("Alice", [speaker_audio(1, 9.0, seed=1)])
+    embedder.calls.clear()
+    with pytest.raises(NotEnoughSpeechError, match=r"short.wav: 0\.\d\d s of speech found, at least 1\.00 s"):
+        service.verify("Alice", speaker_audio(1, 0.4), what="short.wav")
+    assert embedder.calls == []
+
+
+def test_a_lower_minimum_is_flagged_low_quality(service):
+    result = service.enroll("Guest", [speaker_audio(3, 4.2, seed=1)], min_enroll_speech_s=2.0)
+    assert result.low_quality and result.to_dict()["low_quality"] is True
+    with pytest.raises(NotEnoughSpeechError):
+        service.enroll("Other", [speaker_audio(4, 2.0, seed=1)], min_enroll_speech_s=2.0)
