@@ -112,8 +112,26 @@ class SpeakerConfig:
     # for the x-vector model, `clustering.change_threshold` in its verification.json, else never;
     # -1: never)
     change_threshold: float | None = None
+    # who speaks when: "spans" (x-vectors of short spans of detected speech, clustered online;
+    # needs a speech detector and the x-vector head) or "activity" (the frame-activity head's
+    # channels, named by run x-vectors; the only choice without them). docs/engine.md has the figures.
+    tracking: str = "spans"
+    span_frames: int = 75  # 1.5 s of audio per span x-vector
+    span_hop_frames: int = 25  # a new span every 0.5 s
+    span_min_speech: float = 0.3  # share of detected speech a span needs to be embedded at all
+    new_speaker_min_speech: float = 0.9  # ... and to open a new `unknown-N`
+    span_threshold: float = 0.3  # cosine to a cluster's centroid to join it (else a new voice)
+    span_merge_threshold: float = 0.6  # two unknown clusters this close merge (unless heard together)
 
     def __post_init__(self) -> None:
+        if self.tracking not in ("spans", "activity"):
+            raise ValueError(f"tracking must be 'spans' or 'activity', got {self.tracking!r}")
+        if self.span_frames < 25 or not 1 <= self.span_hop_frames <= self.span_frames:
+            raise ValueError(f"need span_frames >= 25 and 1 <= span_hop_frames <= span_frames, got "
+                             f"{self.span_frames}, {self.span_hop_frames}")
+        for name in ("span_min_speech", "new_speaker_min_speech"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if not 0.0 < self.offset <= self.onset < 1.0:
             raise ValueError(f"need 0 < offset <= onset < 1, got offset={self.offset} onset={self.onset}")
         for name in ("min_on_frames", "min_off_frames", "activity_every_windows"):
@@ -128,10 +146,32 @@ class SpeakerConfig:
             raise ValueError(f"embed_growth must be > 1, got {self.embed_growth}")
         if self.change_check_samples < 8000:
             raise ValueError(f"change_check_samples must be >= 8000, got {self.change_check_samples}")
-        for name in ("new_cluster_threshold", "merge_threshold", "centroid_momentum", "change_threshold"):
+        for name in ("new_cluster_threshold", "merge_threshold", "centroid_momentum", "change_threshold",
+                     "span_threshold", "span_merge_threshold"):
             v = getattr(self, name)
             if v is not None and not -1.0 <= v <= 1.0:
                 raise ValueError(f"{name} must lie in [-1, 1], got {v}")
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechConfig:
+    """How the speech detector's per-frame probabilities are used.
+
+    A frame is speech when its probability reaches `threshold`; `pad_frames` more frames on each
+    side of speech are kept too (word edges, short pauses). Captions are decoded only from speech
+    (`gate_captions`): elsewhere the CTC output is replaced by blank, so room noise and digital
+    silence give no words. The detector itself is chosen where the models load (`--vad`).
+    """
+
+    threshold: float = 0.3
+    pad_frames: int = 10  # 0.2 s
+    gate_captions: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"speech threshold must lie in (0, 1), got {self.threshold}")
+        if self.pad_frames < 0:
+            raise ValueError(f"pad_frames must be >= 0, got {self.pad_frames}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +202,7 @@ class EngineConfig:
     ctc: HeadSchedule = field(default_factory=lambda: HeadSchedule.from_seconds(1.0, 0.8, 0.4))
     diar: HeadSchedule = field(default_factory=lambda: HeadSchedule.from_seconds(1.0, 1.5, 1.0))
     speakers: SpeakerConfig = field(default_factory=SpeakerConfig)
+    speech: SpeechConfig = field(default_factory=SpeechConfig)
     degrade: DegradeConfig = field(default_factory=DegradeConfig)
     partials: bool = True  # emit CaptionPartial for the uncommitted tail after each window
     stats_every_windows: int = 10  # a Stats event every this many caption windows (0: never)
@@ -170,6 +211,11 @@ class EngineConfig:
     lm_lookback_frames: int = 500  # frames the language-model re-decoder may revise (10 s)
     lm_beam_width: int = 512  # beam of the LM decoder built from an ARPA path (docs/lm.md)
     lm_log_add: bool = True  # that decoder sums merging hypotheses instead of keeping the best (docs/lm.md)
+    # partial captions beam-decoded with the LM at this beam (0: greedy), while less audio than
+    # partial_lm_max_lag_samples waits (else greedy), over at most partial_lm_max_frames (docs/lm.md)
+    partial_lm_beam: int = 32
+    partial_lm_max_lag_samples: int = SAMPLE_RATE
+    partial_lm_max_frames: int = 100
     caption_gap_frames: int = 20  # 0.4 s between words starts a new caption
     word_gap_frames: int = 15  # 0.3 s of silence ends a word even without a word delimiter
     revise_horizon_frames: int = 3000  # captions stay revisable for 60 s after they settle
@@ -193,3 +239,6 @@ class EngineConfig:
             raise ValueError(f"lm_beam_width must be >= 1, got {self.lm_beam_width}")
         if self.lm_lookback_frames < 100:
             raise ValueError(f"lm_lookback_frames must be >= 100, got {self.lm_lookback_frames}")
+        if self.partial_lm_beam < 0 or self.partial_lm_max_lag_samples < 0 or self.partial_lm_max_frames < 1:
+            raise ValueError(f"need partial_lm_beam >= 0, partial_lm_max_lag_samples >= 0 and partial_lm_max_frames >= 1, "
+                             f"got {self.partial_lm_beam}, {self.partial_lm_max_lag_samples}, {self.partial_lm_max_frames}")

@@ -118,16 +118,22 @@ class ScriptedModels:
         if batch.ndim != 2 or batch.dtype != np.float32:
             raise ValueError(f"batch must be (B, N) float32, got {batch.shape} {batch.dtype}")
         self.calls.append((batch.shape[0], batch.shape[1], frozenset(want)))
-        ctc, act = [], []
+        if "xvec" in want:
+            self.embed_calls += len(batch) - 1
+            return WindowOutputs(embeddings=np.stack([self.embed(w) for w in batch]))
+        ctc, act, speech = [], [], []
         for window in batch:
             tokens, speakers = _read_frames(window)
             if "ctc" in want:
                 ctc.append(self._ctc(tokens))
             if "diar" in want:
                 act.append(self._activity(speakers, _digest(window)))
+            if "vad" in want:  # a perfect detector: speech wherever a speaker is active
+                speech.append(np.where(speakers != 0, 0.95, 0.02).astype(np.float32))
         return WindowOutputs(
             ctc_log_probs=np.stack(ctc) if ctc else None,
             activity_probs=np.stack(act) if act else None,
+            speech_probs=np.stack(speech) if speech else None,
         )
 
     def _ctc(self, tokens: np.ndarray) -> np.ndarray:

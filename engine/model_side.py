@@ -37,21 +37,26 @@ class Vocab:
 class WindowOutputs:
     """Per-frame outputs for a batch of windows; a field is None when that head was not asked for.
 
-    `ctc_log_probs` (B, T, V) float32 log-softmax; `activity_probs` (B, T, S) float32 sigmoid.
+    `ctc_log_probs` (B, T, V) float32 log-softmax; `activity_probs` (B, T, S) float32 sigmoid;
+    `speech_probs` (B, T) float32 speech probability of the speech detector ("vad");
+    `embeddings` (B, D) float32 x-vectors, one per row, when "xvec" was asked for.
     Frame t of a window starting at sample s is global frame s // 320 + t.
     """
 
     ctc_log_probs: np.ndarray | None = None
     activity_probs: np.ndarray | None = None
+    speech_probs: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
 
 
 @runtime_checkable
 class ModelSide(Protocol):
     """What the engine needs from the networks.
 
-    `heads` lists the heads present ("ctc", "diar", "sv"); `shared` is True when "ctc" and "diar"
-    run on one encoder pass (then they share the ctc window schedule). `run_windows` must accept a
-    batch of equal-length windows and any subset of {"ctc", "diar"} in `want`.
+    `heads` lists the heads present ("ctc", "diar", "sv", and "vad" for a speech detector);
+    `shared` is True when "ctc" and "diar" run on one encoder pass (then they share the ctc window
+    schedule). `run_windows` must accept a batch of equal-length windows and any subset of
+    {"ctc", "diar", "vad"} in `want`, or {"xvec"} alone: one x-vector per row (x-vector spans).
     """
 
     heads: frozenset[str]

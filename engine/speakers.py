@@ -188,14 +188,19 @@ class SpeakerClusters:
     """Incremental cosine clustering of run embeddings, seeded by enrolled voiceprints."""
 
     def __init__(self, cfg: SpeakerConfig, enrolled: dict[str, np.ndarray] | None = None,
-                 enrolled_threshold: float = 0.5, max_clusters: int = 64) -> None:
+                 enrolled_threshold: float = 0.5, max_clusters: int = 64,
+                 thresholds: tuple[float, float] | None = None) -> None:
+        """`thresholds`: (new, merge) cosines overriding those of `cfg` (span tracking uses its own)."""
         self.cfg = cfg
         self.enrolled_threshold = enrolled_threshold
         self.new_threshold = cfg.new_cluster_threshold if cfg.new_cluster_threshold is not None else enrolled_threshold
         self.merge_threshold = cfg.merge_threshold if cfg.merge_threshold is not None else min(1.0, enrolled_threshold + 0.05)
+        if thresholds is not None:
+            self.new_threshold, self.merge_threshold = thresholds
         self.max_clusters = max_clusters
         self.clusters: list[Cluster] = []
         self._next_unknown = 1
+        self._cannot: set[frozenset[str]] = set()  # label pairs heard at the same time: never merged
         for name, vec in (enrolled or {}).items():
             self.add_voiceprint(name, vec)
 
@@ -207,8 +212,17 @@ class SpeakerClusters:
     def find(self, label: str) -> Cluster | None:
         return next((c for c in self.clusters if c.label == label), None)
 
-    def assign(self, embedding: np.ndarray) -> tuple[Cluster, SpeakerMatch, dict[str, str]]:
-        """Name an embedding; returns its cluster, the match event and labels merged away."""
+    def cannot_link(self, a: str, b: str) -> None:
+        """`a` and `b` spoke at the same time: they are two people and are never merged."""
+        if a != b:
+            self._cannot.add(frozenset((a, b)))
+
+    def assign(self, embedding: np.ndarray, may_open: bool = True) -> tuple[Cluster | None, SpeakerMatch, dict[str, str]]:
+        """Name an embedding; returns its cluster, the match event and labels merged away.
+
+        With `may_open` False (too little evidence for a new person) an embedding that matches no
+        cluster joins the closest unknown one, or gets no cluster (None) when there is none.
+        """
         e = _unit(embedding)
         enrolled = [(c, float(c.centroid @ e)) for c in self.clusters if c.enrolled]
         unknown = [(c, float(c.centroid @ e)) for c in self.clusters if not c.enrolled]
@@ -218,11 +232,14 @@ class SpeakerClusters:
         best_score = enrolled[0][1] if enrolled else 0.0
         if enrolled and best_score >= self.enrolled_threshold:
             cluster = enrolled[0][0]
-        elif unknown and (unknown[0][1] >= self.new_threshold or len(self.clusters) >= self.max_clusters):
+        elif unknown and (unknown[0][1] >= self.new_threshold or len(self.clusters) >= self.max_clusters or not may_open):
             cluster = unknown[0][0]
             m = self.cfg.centroid_momentum
             cluster.centroid = _unit(m * cluster.centroid + (1 - m) * e)
             cluster.count += 1
+        elif not may_open:
+            return None, SpeakerMatch(track="unknown", name=None, score=round(best_score, 4),
+                                      threshold=self.enrolled_threshold, accepted=False, candidates=candidates), {}
         else:
             cluster = Cluster(f"unknown-{self._next_unknown}", e, enrolled=False)
             self._next_unknown += 1
@@ -242,7 +259,7 @@ class SpeakerClusters:
         if cluster.enrolled:
             return {}
         for other in self.clusters:
-            if other is cluster:
+            if other is cluster or frozenset((other.label, cluster.label)) in self._cannot:
                 continue
             sim = float(other.centroid @ cluster.centroid)
             limit = self.enrolled_threshold if other.enrolled else self.merge_threshold
@@ -255,8 +272,16 @@ class SpeakerClusters:
                 keep.count += drop.count
                 self.add_audio(keep, *drop.audio)
                 self.clusters.remove(drop)
+                self._relink(drop.label, keep.label)
                 return {drop.label: keep.label}
         return {}
+
+    def _relink(self, old: str, new: str) -> None:
+        """Cannot-links of a label that is merged or renamed move to its new label."""
+        for pair in [p for p in self._cannot if old in p]:
+            self._cannot.discard(pair)
+            (other,) = pair - {old}
+            self.cannot_link(other, new)
 
     def add_audio(self, cluster: Cluster, *pieces: np.ndarray) -> None:
         """Keep the most recent `cluster_audio_samples` of a cluster's clean speech."""
@@ -276,7 +301,9 @@ class SpeakerClusters:
             target.count += c.count
             self.add_audio(target, *c.audio)
             self.clusters.remove(c)
+            self._relink(old, new)
         else:
+            self._relink(old, new)
             c.label = new
             c.enrolled = True
             if vector is not None:

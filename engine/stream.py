@@ -26,10 +26,11 @@ from engine.events import (
     Word,
 )
 from engine.model_side import ModelSide, WindowOutputs
+from engine.span_speakers import SpanRequest, SpanSpeakerTracker
 from engine.speakers import SpeakerClusters, SpeakerTracker
 from engine.timebase import FRAME_SAMPLES, SAMPLE_RATE
 
-_CTC, _DIAR, _SKIP = "ctc", "diar", "skip"
+_CTC, _DIAR, _SKIP, _VAD, _XVEC = "ctc", "diar", "skip", "vad", "xvec"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,7 @@ class WindowRequest:
     start_sample: int
     samples: np.ndarray  # (N,) float32, a private copy
     final: bool = False  # a flush window (shorter than a full window, commits to the end)
+    span: SpanRequest | None = None  # for an x-vector request ({"xvec"}): the speaker span
 
     @property
     def key(self) -> tuple[int, frozenset[str]]:
@@ -68,6 +70,14 @@ def _majority(words: tuple[Word, ...]) -> str | None:
     return max(weight, key=lambda s: (weight[s], s is not None))
 
 
+def _partial_decoder(lm: object | None, config: EngineConfig) -> object | None:
+    """The LM re-decoder's beam decoder at the partial-caption beam (sharing its LM), or None."""
+    decoder = getattr(lm, "decoder", None)
+    if not config.partial_lm_beam or decoder is None or not hasattr(decoder, "with_beam_width"):
+        return None
+    return decoder.with_beam_width(config.partial_lm_beam)
+
+
 class Stream:
     """Per-stream engine state; create with `Engine.new_stream()`."""
 
@@ -80,8 +90,16 @@ class Stream:
         self._voiceprints = dict(voiceprints or {})
         self._voiceprint_threshold = voiceprint_threshold
         self.has_ctc = _CTC in models.heads
+        self.has_vad = _VAD in models.heads
+        # who speaks when from speech spans' x-vectors (engine/span_speakers.py) ...
+        self.spans = (self.has_vad and "sv" in models.heads and config.speakers.tracking == "spans"
+                      and (self.has_ctc or _DIAR in models.heads))
+        # ... or from the activity head's channels (engine/speakers.py); the head, when present,
+        # still runs with span tracking: its overlap evidence keeps two voices apart
         self.has_diar = _DIAR in models.heads and models.num_speakers > 0
         self.shared = bool(models.shared) and self.has_ctc and self.has_diar
+        if self.spans and self.has_ctc and not self.shared:
+            self.has_diar = False  # an activity head on its own pass would only add overlap evidence: not run
         self.ctc_schedule = config.ctc
         self.diar_schedule = config.ctc if self.shared else config.diar
         if self.has_diar and self.diar_schedule.window_samples < 2 * self.diar_schedule.hop_samples + 2 * FRAME_SAMPLES:
@@ -94,6 +112,7 @@ class Stream:
             self.ctc_schedule.hop_samples, self.diar_schedule.hop_samples
         )
         self.lm = lm
+        self._partial_decoder = _partial_decoder(lm, config)
         self.reset()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -106,10 +125,19 @@ class Stream:
         self._seq = 0
         self._next_ctc = 0  # index of the next caption window
         self._next_diar = 0
-        self._decoder = CaptionDecoder(self.models.vocab, cfg.word_gap_frames) if self.has_ctc else None
+        self._decoder = CaptionDecoder(self.models.vocab, cfg.word_gap_frames, self._partial_decoder,
+                                       cfg.partial_lm_max_frames) if self.has_ctc else None
         horizon = max(cfg.revise_horizon_frames, self.diar_schedule.window_frames + 1)
-        self.tracker = (
-            SpeakerTracker(
+        sc = cfg.speakers
+        self.tracker: SpeakerTracker | SpanSpeakerTracker | None = (
+            SpanSpeakerTracker(
+                sc, cfg.speech,
+                SpeakerClusters(sc, self._voiceprints, self._voiceprint_threshold,
+                                thresholds=(sc.span_threshold, sc.span_merge_threshold)),
+                horizon_frames=horizon,
+            )
+            if self.spans
+            else SpeakerTracker(
                 self.models.num_speakers,
                 cfg.speakers,
                 self.models.embed if "sv" in self.models.heads else None,
@@ -119,6 +147,7 @@ class Stream:
             if self.has_diar
             else None
         )
+        self._speech_next = 0  # frames before this have speech probabilities (given to the tracker)
         self._captions: deque[_Caption] = deque()
         self._next_caption = 1
         self._last_partial: tuple[str, str | None] | None = None
@@ -182,7 +211,7 @@ class Stream:
     def queued_samples(self) -> int:
         """Audio cut into caption windows that are not computed yet."""
         if not self.has_ctc:
-            return sum(self.diar_schedule.hop_samples for r in self.queue)
+            return sum(self.diar_schedule.hop_samples for r in self.queue if _XVEC not in r.want)
         return sum(self.ctc_schedule.hop_samples for r in self.queue if _CTC in r.want)
 
     # -- the synchronous path -----------------------------------------------------------------
@@ -273,14 +302,17 @@ class Stream:
             if which == 0:
                 k, self._next_ctc = self._next_ctc, self._next_ctc + 1
                 want = {_CTC, _DIAR} if self.shared else {_CTC}
+                if self.has_vad:
+                    want.add(_VAD)
                 if self.level >= 3 and k % 2 == 1:
                     want = {_SKIP}  # degrade: this window's frames are dropped as silence, uncomputed
                 self._enqueue(frozenset(want), k * self.ctc_schedule.hop_samples, self.ctc_schedule.window_samples)
             else:
                 k, self._next_diar = self._next_diar, self._next_diar + 1
-                if self.level >= 1 and k % 2 == 1:
+                want = {_DIAR, _VAD} if self.has_vad and not self.has_ctc else {_DIAR}
+                if self.level >= 1 and k % 2 == 1 and _VAD not in want:
                     continue  # degrade: every other speaker window is skipped
-                self._enqueue(frozenset({_DIAR}), k * self.diar_schedule.hop_samples, self.diar_schedule.window_samples)
+                self._enqueue(frozenset(want), k * self.diar_schedule.hop_samples, self.diar_schedule.window_samples)
 
     def _enqueue(self, want: frozenset[str], start: int, length: int, final: bool = False) -> None:
         if _SKIP in want:
@@ -304,6 +336,8 @@ class Stream:
             if victim is None:
                 victim = self.queue[0]
                 self._drop_caption_window(victim)
+            if victim.span is not None and isinstance(self.tracker, SpanSpeakerTracker):
+                self._held_events += self.tracker.skip(victim.span)
             self.queue.remove(victim)
 
     def _drop_caption_window(self, req: WindowRequest) -> None:
@@ -329,9 +363,12 @@ class Stream:
         total = self.audio.end
         need_ctc = self.has_ctc and self._decoder is not None and self._decoder.next_frame < frames_in(total)
         need_diar = self.has_diar and not self.shared and self.tracker is not None
+        if self.spans and not self.has_ctc:
+            need_diar = self._speech_next < frames_in(total)
+        vad = {_VAD} if self.has_vad else set()
         for schedule, want, needed in (
-            (self.ctc_schedule, frozenset({_CTC, _DIAR}) if self.shared else frozenset({_CTC}), need_ctc),
-            (self.diar_schedule, frozenset({_DIAR}), need_diar),
+            (self.ctc_schedule, frozenset({_CTC, _DIAR} | vad) if self.shared else frozenset({_CTC} | vad), need_ctc),
+            (self.diar_schedule, frozenset({_DIAR} | (vad if not self.has_ctc else set())), need_diar),
         ):
             if not needed:
                 continue
@@ -348,8 +385,10 @@ class Stream:
             keep = min(keep, self._next_ctc * self.ctc_schedule.hop_samples)
         if self.has_diar:
             keep = min(keep, self._next_diar * self.diar_schedule.hop_samples if not self.shared else keep)
-            if self.tracker is not None:
+            if isinstance(self.tracker, SpeakerTracker):
                 keep = min(keep, self.tracker.aggregator.settled * FRAME_SAMPLES)
+        if isinstance(self.tracker, SpanSpeakerTracker):  # audio of spans still to embed
+            keep = min(keep, self.tracker.keep_from_frame * FRAME_SAMPLES)
         # never hold more than the buffer can take: x-vector audio is the first thing to go
         keep = max(keep, self.audio.end - self.audio.capacity + self._max_piece())
         self.audio.discard_before(keep)
@@ -381,18 +420,85 @@ class Stream:
             self._update_level()
             events, self._held_events = self._held_events, []
             return events
+        if _XVEC in req.want:
+            events = self._deliver_span(req, out, index)
+            if events and self._captions:
+                events += self._revise()
+            return self._with_held(events)
         self.windows += 1
         first_frame = req.start_sample // FRAME_SAMPLES
-        if _DIAR in req.want and self.tracker is not None and out.activity_probs is not None:
+        speech = out.speech_probs[index] if out.speech_probs is not None else None
+        if isinstance(self.tracker, SpanSpeakerTracker) and speech is not None:
+            activity = out.activity_probs[index] if out.activity_probs is not None else None
+            events += self._deliver_speech(req, speech, activity, first_frame)
+        elif _DIAR in req.want and isinstance(self.tracker, SpeakerTracker) and out.activity_probs is not None:
             events += self._deliver_diar(req, out.activity_probs[index], first_frame)
         if _CTC in req.want and self._decoder is not None and out.ctc_log_probs is not None:
-            events += self._deliver_ctc(req, out.ctc_log_probs[index], first_frame)
+            log_probs = out.ctc_log_probs[index]
+            if speech is not None and self.config.speech.gate_captions:
+                log_probs = self._gate(log_probs, speech)
+            events += self._deliver_ctc(req, log_probs, first_frame)
         elif events and self._captions:
             events += self._revise()
         self._update_level()
+        return self._with_held(events)
+
+    def _with_held(self, events: list[Event]) -> list[Event]:
         if self._held_events:
             events, self._held_events = self._held_events + events, []
         return events
+
+    def _gate(self, log_probs: np.ndarray, speech: np.ndarray) -> np.ndarray:
+        """CTC output with every frame the speech detector calls non-speech set to blank."""
+        cfg = self.config.speech
+        mask = (speech[: len(log_probs)] >= cfg.threshold).astype(np.int32)
+        if cfg.pad_frames:
+            mask = np.convolve(mask, np.ones(2 * cfg.pad_frames + 1, np.int32), mode="same")
+        silent = mask == 0
+        if not silent.any():
+            return log_probs
+        gated = log_probs.copy()
+        gated[silent] = self._blank_log_probs(1)[0]
+        return gated
+
+    def _speech_range(self, req: WindowRequest) -> tuple[int, int]:
+        """Frames of `req` whose speech probabilities go to the tracker (each frame once)."""
+        s = self.ctc_schedule if _CTC in req.want else self.diar_schedule
+        first_frame = req.start_sample // FRAME_SAMPLES
+        if req.final:
+            return self._speech_next, first_frame + frames_in(len(req.samples))
+        k = req.start_sample // s.hop_samples
+        lo = 0 if k == 0 else first_frame + s.left_frames
+        return lo, first_frame + s.left_frames + s.hop_frames
+
+    def _deliver_speech(self, req: WindowRequest, speech: np.ndarray, activity: np.ndarray | None,
+                        first_frame: int) -> list[Event]:
+        """Speech probabilities of the frames this window settles -> the span tracker, and the
+        x-vector requests that makes into the queue."""
+        assert isinstance(self.tracker, SpanSpeakerTracker)
+        lo, hi = self._speech_range(req)
+        lo = max(lo, self._speech_next, first_frame)
+        hi = min(hi, first_frame + len(speech))
+        if hi <= lo:
+            return []
+        act = activity[lo - first_frame : hi - first_frame] if activity is not None else None
+        events = self.tracker.add_speech(lo, speech[lo - first_frame : hi - first_frame], act)
+        self._speech_next = hi
+        for span in self.tracker.take_requests():
+            start, end = span.start_frame * FRAME_SAMPLES, span.end_frame * FRAME_SAMPLES
+            audio = self._audio_span(start, end)
+            if audio is None:  # no longer held (only after drops)
+                events += self.tracker.skip(span)
+                continue
+            self.queue.append(WindowRequest(self.stream_id, self._seq, frozenset({_XVEC}), start, audio.copy(), span=span))
+            self._seq += 1
+        return events
+
+    def _deliver_span(self, req: WindowRequest, out: WindowOutputs, index: int) -> list[Event]:
+        assert isinstance(self.tracker, SpanSpeakerTracker) and req.span is not None
+        if out.embeddings is None:
+            return self.tracker.skip(req.span)
+        return self.tracker.add_embedding(req.span, out.embeddings[index], req.samples)
 
     def _deliver_diar(self, req: WindowRequest, probs: np.ndarray, first_frame: int) -> list[Event]:
         assert self.tracker is not None
@@ -421,7 +527,8 @@ class Stream:
         if self._captions and self.tracker is not None:
             events += self._revise()
         if self.config.partials and self.level == 0 and not req.final:
-            events += self._partial(self._decoder.partial(hi, log_probs[hi - first_frame :]))
+            use_lm = self._backlog + self.queued_samples() < self.config.partial_lm_max_lag_samples
+            events += self._partial(self._decoder.partial(hi, log_probs[hi - first_frame :], use_lm))
         if self.config.stats_every_windows and self.ctc_windows % self.config.stats_every_windows == 0:
             events.append(self._stats())
         return events
@@ -484,7 +591,7 @@ class Stream:
                 self._captions.popleft()
             return
         horizon = self.config.revise_horizon_frames
-        settled = self.tracker.aggregator.settled if self.tracker is not None else self._decoder.next_frame  # type: ignore[union-attr]
+        settled = self.tracker.settled if isinstance(self.tracker, SpanSpeakerTracker) else self.tracker.aggregator.settled
         while self._captions and self._captions[0].words[-1].end_frame < settled - horizon:
             self._captions.popleft()
 
@@ -497,7 +604,9 @@ class Stream:
             if self._last_partial is not None and self._last_partial[0]:
                 events.append(CaptionPartial("", self._decoder.next_frame, self._decoder.next_frame, None))
             self._last_partial = None
-        if self.tracker is not None:
+        if isinstance(self.tracker, SpanSpeakerTracker):
+            events += self.tracker.finish()
+        elif self.tracker is not None:
             ev, _ = self.tracker.finish(self._audio_span)
             events += ev
             if self._captions:

@@ -59,15 +59,17 @@ class TorchModels:
     """`ModelSide` over models/ heads; build with `TorchModels.load(asr=..., diar=..., sv=...)`."""
 
     def __init__(self, groups: list[_Group], vocab: Vocab | None, num_speakers: int, embedder: Any,
-                 device: torch.device, dtype: torch.dtype) -> None:
+                 device: torch.device, dtype: torch.dtype, speech: Any = None) -> None:
         self.groups = groups
+        self.speech = speech  # a engine.speech_model detector, or None
         self.vocab = vocab
         self.num_speakers = num_speakers
         self.embedder = embedder
         self.device = device
         self.dtype = dtype
         present = {name for g in groups for name in g.heads}
-        self.heads = frozenset(present | ({"sv"} if embedder is not None else set()))
+        self.heads = frozenset(present | ({"sv"} if embedder is not None else set())
+                               | ({"vad"} if speech is not None else set()))
         self.shared = any({"ctc", "diar"} <= set(g.heads) for g in groups)
         self.fingerprint = getattr(embedder, "fingerprint", "") if embedder is not None else ""
         self.sv_threshold = float(embedder.threshold) if embedder is not None else None
@@ -77,8 +79,9 @@ class TorchModels:
 
     @classmethod
     def load(cls, asr: str | Path | None = None, diar: str | Path | None = None, sv: str | Path | None = None,
-             device: str = "auto", dtype: str = "fp32") -> "TorchModels":
-        """Load the given heads; at least one is needed."""
+             device: str = "auto", dtype: str = "fp32", vad: str = "silero") -> "TorchModels":
+        """Load the given heads; at least one is needed. `vad`: the speech detector (see
+        engine.speech_model.load_detector: "silero", "energy" or "off")."""
         from models import CTCVocab, FeatureExtractor, UniSpeechSatForAudioFrameClassification, UniSpeechSatForCTC
 
         if asr is None and diar is None and sv is None:
@@ -116,7 +119,10 @@ class TorchModels:
             from engine.voiceprints import XVectorEmbedder
 
             embedder = XVectorEmbedder(str(sv), device=str(dev), dtype=dtype)
-        return cls(list(groups.values()), vocab, num_speakers, embedder, dev, torch_dtype)
+        from engine.speech_model import load_detector
+
+        speech = load_detector(vad, device=dev)
+        return cls(list(groups.values()), vocab, num_speakers, embedder, dev, torch_dtype, speech)
 
     @torch.inference_mode()
     def run_windows(self, batch: np.ndarray, want: frozenset[str]) -> WindowOutputs:
@@ -124,6 +130,13 @@ class TorchModels:
         batch = np.asarray(batch)
         if batch.ndim != 2 or batch.dtype != np.float32:
             raise ValueError(f"batch must be (B, N) float32, got shape {batch.shape} dtype {batch.dtype}")
+        if "xvec" in want:
+            return WindowOutputs(embeddings=self.embed_batch(batch))
+        speech = None
+        if "vad" in want:
+            if self.speech is None:
+                raise ValueError("speech probabilities asked for, but no speech detector is loaded (--vad off)")
+            speech = self.speech.frame_probs(batch)
         ctc = act = None
         for g in self.groups:
             names = [n for n in g.heads if n in want]
@@ -142,7 +155,22 @@ class TorchModels:
         missing = {"ctc", "diar"} & set(want) - {n for g in self.groups for n in g.heads}
         if missing:
             raise ValueError(f"heads {sorted(missing)} asked for but not loaded")
-        return WindowOutputs(ctc_log_probs=ctc, activity_probs=act)
+        return WindowOutputs(ctc_log_probs=ctc, activity_probs=act, speech_probs=speech)
+
+    @torch.inference_mode()
+    def embed_batch(self, batch: np.ndarray) -> np.ndarray:
+        """(B, D) x-vectors of equal-length spans (B, N), in one forward."""
+        e = self.embedder
+        if e is None:
+            raise ValueError("no x-vector checkpoint loaded (sv=)")
+        x = np.asarray(batch, dtype=np.float32)
+        if x.ndim != 2 or not e.min_samples <= x.shape[1] <= e.max_chunk_samples:
+            raise ValueError(f"x-vector spans must be equal-length rows of 0.5-20 s, got shape {x.shape}")
+        # equal lengths: one forward, and no padding reaches a group-norm front end
+        values, mask = e.features(list(x))
+        values = values.to(e.device, dtype=next(e.model.parameters()).dtype)
+        mask = mask.to(e.device) if mask is not None else None
+        return e.model(values, attention_mask=mask).embeddings.float().cpu().numpy()
 
     def embed(self, samples: np.ndarray) -> np.ndarray:
         """A speaker embedding of `samples` (the x-vector head)."""

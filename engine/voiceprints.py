@@ -314,7 +314,8 @@ class VoiceprintService:
                 raise ValueError(f"{label} must be >= 0, got {value}")
         self.embedder = embedder
         self.store = store
-        self.detector = detector
+        # a scripted embedder may bring the detector its test audio suits (tones are not speech to Silero)
+        self.detector = detector if detector is not None else getattr(embedder, "speech_detector", None)
         self.calibration = _calibration_of(embedder)
         self.min_enroll_samples = seconds_to_samples(min_enroll_speech_s)
         self.min_recording_samples = seconds_to_samples(min_recording_speech_s)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.speech_detect import EnergySpeechDetector
+
 from engine.events import (
     CaptionFinal,
     CaptionPartial,
@@ -124,6 +126,7 @@ class FakeEmbedder:
 
     fingerprint = "fake-band-energies-v1"
     threshold = 0.9
+    speech_detector = EnergySpeechDetector()  # its test audio is tones: speech only to the energy detector
     description = "scripted test embedder"
 
     def embed(self, samples: np.ndarray) -> np.ndarray:

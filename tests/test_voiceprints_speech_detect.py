@@ -1,4 +1,4 @@
-"""The energy speech detector: silence, steady noise, bursts with hangover, clicks, speech in noise."""
+"""The energy speech detector (the fallback): silence, steady noise, bursts with hangover, clicks, speech in noise."""
 
 from __future__ import annotations
 
@@ -25,10 +25,13 @@ def bursts(n_bursts: int, on_ms: int, off_ms: int, amp: float = 0.3, noise: floa
     return (x + noise * rng.standard_normal(x.size)).astype(np.float32)
 
 
+ENERGY = EnergySpeechDetector()
+
+
 def test_silence_and_steady_noise_hold_no_speech():
-    assert net_speech_samples(np.zeros(5 * SAMPLE_RATE, np.float32)) == 0
+    assert net_speech_samples(np.zeros(5 * SAMPLE_RATE, np.float32), ENERGY) == 0
     noise = 0.05 * np.random.default_rng(0).standard_normal(5 * SAMPLE_RATE).astype(np.float32)
-    assert net_speech_samples(noise) == 0
+    assert net_speech_samples(noise, ENERGY) == 0
 
 
 def test_bursts_count_with_their_hangover():
@@ -42,20 +45,20 @@ def test_bursts_count_with_their_hangover():
 
 def test_hangover_does_not_run_past_the_end_of_the_recording():
     x = np.concatenate([np.zeros(SAMPLE_RATE), bursts(1, 400, 0)]).astype(np.float32)
-    assert net_speech_samples(x) == 400 * SAMPLE_RATE // 1000
+    assert net_speech_samples(x, ENERGY) == 400 * SAMPLE_RATE // 1000
 
 
 def test_clicks_shorter_than_the_minimum_are_dropped():
     x = np.zeros(2 * SAMPLE_RATE, np.float32)
     x[SAMPLE_RATE : SAMPLE_RATE + 2 * FRAME_SAMPLES] = 0.5  # a 40 ms click
-    assert net_speech_samples(x) == 0
+    assert net_speech_samples(x, ENERGY) == 0
     x[SAMPLE_RATE : SAMPLE_RATE + 3 * FRAME_SAMPLES] = 0.5  # 60 ms: kept
     assert net_speech_samples(x, EnergySpeechDetector(hangover_frames=0)) == 3 * FRAME_SAMPLES
 
 
 def test_speech_in_noise_at_20_db_snr():
     x = bursts(8, on_ms=300, off_ms=300, amp=0.3, noise=0.3 / np.sqrt(2) / 10, seed=3)
-    found_ms = net_speech_samples(x) * 1000 // SAMPLE_RATE
+    found_ms = net_speech_samples(x, ENERGY) * 1000 // SAMPLE_RATE
     assert 8 * 300 <= found_ms <= 8 * (300 + 160) + 40
 
 
