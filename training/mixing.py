@@ -11,22 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.scoring import Segment, read_rttm  # noqa: F401  (read_rttm re-exported)
+
 SAMPLE_RATE = 16000
 GRID_SAMPLES = 160  # 10 ms placement grid
 FRAME_HOP_SAMPLES = 320
 FRAME_WINDOW_SAMPLES = 400  # receptive field of the standard conv front-end
 CONV_KERNELS = (10, 3, 3, 3, 3, 2, 2)
 CONV_STRIDES = (5, 2, 2, 2, 2, 2, 2)
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """One speaker's utterance inside a mixture: samples [start, end) and its transcript."""
-
-    speaker: str
-    start: int
-    end: int
-    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,20 +64,6 @@ def rttm_lines(file_id: str, segments: tuple[Segment, ...] | list[Segment]) -> l
         f"<NA> <NA> {s.speaker} <NA> <NA>"
         for s in sorted(segments, key=lambda s: (s.start, s.speaker))
     ]
-
-
-def read_rttm(text: str) -> dict[str, list[Segment]]:
-    """Parse RTTM SPEAKER lines into segments per file (times rounded to samples)."""
-    out: dict[str, list[Segment]] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        f = line.split()
-        if not f or f[0] != "SPEAKER":
-            continue
-        if len(f) < 8:
-            raise ValueError(f"RTTM line {n} has {len(f)} fields, expected at least 8: {line!r}")
-        start = round(float(f[3]) * SAMPLE_RATE)
-        out.setdefault(f[1], []).append(Segment(f[7], start, start + round(float(f[4]) * SAMPLE_RATE)))
-    return out
 
 
 def _grid(x: float) -> int:
