@@ -244,7 +244,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(row(f["file"], f["audio_s"], spk, f["der"], f["text"]))
     p = report["pooled"]
     lines.append("-" * len(head))
-    lines.append(row(f"pooled ({p['files']} files)", p["audio_s"], "", p["der"], p["text"]))
+    lines.append(row(f"pooled ({p['files']} file{'s' if p['files'] != 1 else ''})", p["audio_s"], "", p["der"],
+                     p["text"]))
     lines.append(f"DER: md-eval rules, {DEFAULT_COLLAR_S} s collar each side, overlap scored, whole file scored; "
                  f"{report['wall_s']:.1f} s wall for {p['audio_s']:.1f} s of audio")
     return "\n".join(lines) + "\n"
@@ -348,7 +349,9 @@ def main(argv: Sequence[str] | None = None, engine_factory: Callable[[], Any] | 
         speakers = attach_speakers(engine, os.path.join(store_dir, "speakers.db"))  # empty: nobody enrolled
         _stderr(f"evaluating {len(recordings)} files in {args.folder}")
         body = evaluate(recordings, engine, speakers, args.save_hyp, progress=_stderr)
-        report = {"folder": os.path.abspath(args.folder),
+        from app import __version__
+
+        report = {"version": __version__, "folder": os.path.abspath(args.folder),
                   "models": models.describe() if models is not None else None,
                   "device": args.device, "dtype": args.dtype, **body}
         sys.stdout.write(format_report(report))
