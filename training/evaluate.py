@@ -499,6 +499,8 @@ def main(argv: list[str] | None = None) -> None:
                              "whose thresholds moved with the draw)")
     parser.add_argument("--tune-lm", action="store_true",
                         help="first choose the LM weights on validation utterances (writes ctc/lm_weights.json)")
+    parser.add_argument("--tune-lm-only", action="store_true",
+                        help="only choose the LM weights (as --tune-lm), then stop: after rebuilding the LM")
     parser.add_argument("--cli", action="store_true",
                         help="also measure EER through run_live.py enroll/identify/verify subprocesses (training.evaluate_cli)")
     parser.add_argument("--der-conversations", type=int, default=40,
@@ -527,6 +529,11 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"--tune-lm: {args.model / 'ctc'} has no language model")
         results["lm_tuning"] = tune_lm(args.model, corpus, lm)
         print(json.dumps(results["lm_tuning"], indent=1), flush=True)
+    if args.tune_lm_only:
+        if lm is None:
+            raise SystemExit(f"--tune-lm-only: {args.model / 'ctc'} has no language model")
+        print(json.dumps(tune_lm(args.model, corpus, lm), indent=1), flush=True)
+        return
     families = {name: [voice_family(corpus.rows[name][i]["speaker"]) for i in range(len(sets[name][1]))]
                 for name in sets}
     results["asr_offline"] = evaluate_asr(args.model, sets, lm, families)

@@ -305,3 +305,54 @@ def read_arpa_vocabulary(path: str | Path) -> list[str]:
     if not words:
         raise ValueError(f"{path}: no unigrams found; is this an ARPA file?")
     return words
+
+
+def validate_arpa(path: str | Path) -> list[int]:
+    """Check that an ARPA file is whole: a `\\data\\` header, one section per declared order in
+    order, each with exactly the declared number of entries of the right length, and `\\end\\`.
+    Returns the counts per order; raises ValueError naming the first problem (a writer that died
+    mid-file leaves a short section and no `\\end\\`)."""
+    declared: list[int] = []
+    found: list[int] = []
+    section = 0
+    seen_data = ended = False
+    with _open_for_reading(path) as f:
+        for lineno, raw in enumerate(f, 1):
+            line = raw.strip()
+            if not line:
+                continue
+            if ended:
+                raise ValueError(f"{path}:{lineno}: text after \\end\\")
+            if line == "\\data\\":
+                seen_data = True
+            elif line.startswith("ngram ") and section == 0 and seen_data:
+                order_s, count_s = line[6:].split("=", 1)
+                if int(order_s) != len(declared) + 1:
+                    raise ValueError(f"{path}:{lineno}: header declares order {order_s} out of sequence")
+                declared.append(int(count_s))
+            elif line.startswith("\\") and line.endswith("-grams:"):
+                section = int(line[1:].split("-", 1)[0])
+                if section != len(found) + 1:
+                    raise ValueError(f"{path}:{lineno}: section {line} out of sequence")
+                found.append(0)
+            elif line == "\\end\\":
+                ended = True
+            elif section:
+                if len(line.split()) not in (section + 1, section + 2):
+                    raise ValueError(f"{path}:{lineno}: a {section}-gram line with "
+                                     f"{len(line.split())} fields: {line[:60]!r}")
+                found[-1] += 1
+    if not seen_data or not declared:
+        raise ValueError(f"{path}: no \\data\\ header with ngram counts; is this an ARPA file?")
+    for k, want in enumerate(declared):
+        have = found[k] if k < len(found) else None
+        if have is None:
+            raise ValueError(f"{path}: header declares {want} {k + 1}-grams but the file has no "
+                             f"\\{k + 1}-grams: section (cut short?)")
+        if have != want:
+            raise ValueError(f"{path}: header declares {want} {k + 1}-grams, the section has {have}")
+    if len(found) > len(declared):
+        raise ValueError(f"{path}: {len(found)} sections for {len(declared)} declared orders")
+    if not ended:
+        raise ValueError(f"{path}: no \\end\\ line (cut short?)")
+    return declared
