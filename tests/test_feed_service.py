@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -359,3 +360,36 @@ async def test_replay_grace_after_the_input_ends(grace_s: float, capsys: pytest.
     session.stop()  # SIGTERM/SIGINT end the grace period at once
     await asyncio.wait_for(task, TIMEOUT)
     assert "serving replay for 30 s" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl command to make a certificate")
+async def test_tls_serves_https_and_wss(tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+
+    from app.server import tls_context
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    server = FeedServer({"models": "fake"}, None)
+    port = await server.start("127.0.0.1", 0, ssl=tls_context(str(cert), str(key)))
+    client = ssl.create_default_context(cafile=str(cert))
+    try:
+        def get() -> tuple[int, bytes]:
+            with urllib.request.urlopen(f"https://127.0.0.1:{port}/healthz", context=client, timeout=TIMEOUT) as r:
+                return r.status, r.read()
+
+        status, body = await asyncio.to_thread(get)
+        assert status == 200 and json.loads(body)["status"] == "ok"
+        async with connect(f"wss://127.0.0.1:{port}/", ssl=client) as ws:
+            assert (await recv(ws))["type"] == "hello"
+        with pytest.raises(Exception):  # plain http to a TLS port gets nothing useful
+            await asyncio.to_thread(urllib.request.urlopen, f"http://127.0.0.1:{port}/healthz", None, TIMEOUT)
+    finally:
+        await server.close()
+    from app.errors import AppError
+
+    with pytest.raises(AppError, match="cannot load"):
+        tls_context(str(key), str(cert))

@@ -25,6 +25,7 @@ const state = {
   ended: false,
   connection: "idle",
   reconnects: 0,
+  replays: [],          // {after_seq, count, lost} per resume
   captions: new Map(),  // caption_id -> {el, start_s, speaker, text}
   speakers: new Map(),  // label -> {color, verified}
   matches: new Map(),   // track -> accepted speaker_match
@@ -276,6 +277,7 @@ function onMessage(msg, socket) {
       refreshSessions();
       break;
     case "replay":
+      state.replays.push({ after_seq: msg.after_seq, count: msg.count, lost: msg.lost });
       if (msg.lost > 0) notice(`${msg.lost} events were no longer in the server's log`);
       break;
     case "dropped":
