@@ -155,6 +155,20 @@ class Trainer:
                                  f"unexpected {sorted(unexpected)}")
         unit_norm_classes(self.model)
 
+    def init_from_pretrained(self, folder: Path) -> None:
+        """Start from a pre-trained encoder (`training.pretrain`'s OUT/pretrained, a
+        UniSpeechSatForPreTraining folder); the three heads keep their fresh initialisation."""
+        from models import CheckpointError, UniSpeechSatForPreTraining
+
+        try:
+            pretrained = UniSpeechSatForPreTraining.from_pretrained(folder)
+        except CheckpointError as exc:
+            raise ValueError(str(exc)) from None
+        try:
+            self.model.encoder.load_state_dict(pretrained.unispeech_sat.state_dict(), strict=True)
+        except RuntimeError as exc:
+            raise ValueError(f"{folder} does not fit this architecture: {exc}") from None
+
     def _val_indices(self) -> list[int]:
         rows = self.corpus.rows["val"]
         rng = np.random.default_rng(0)
@@ -319,6 +333,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init", type=Path, help="start from this checkpoint's weights (fresh optimiser and schedule)")
     parser.add_argument("--init-export", type=Path, metavar="DIR",
                         help="start from an exported model's weights (DIR/{ctc,sd,sv}; fresh optimiser and schedule)")
+    parser.add_argument("--init-encoder", type=Path, metavar="DIR",
+                        help="start the shared encoder from a pre-trained folder (training.pretrain's "
+                             "OUT/pretrained); fresh heads, optimiser and schedule")
     parser.add_argument("--grow-layer", type=int, metavar="K",
                         help="with --init-export: one encoder layer deeper, an identity layer inserted before "
                              "layer K (0-based), so training starts from the exported model's exact outputs")
@@ -366,6 +383,8 @@ def main(argv: list[str] | None = None) -> None:
         trainer.init_from(args.init)
     elif args.init_export:
         trainer.init_from_export(args.init_export, grow_at=args.grow_layer)
+    elif args.init_encoder:
+        trainer.init_from_pretrained(args.init_encoder)
     trainer.run(log=lambda s: print(s, flush=True))
 
 
