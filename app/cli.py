@@ -160,8 +160,9 @@ def version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full parser; `--help` on it documents the whole command line, each subcommand its own options."""
+    console = os.path.basename(sys.argv[0]) == "unispeech-live"  # the installed console script
     parser = _Parser(
-        prog="run_live.py", description=DESCRIPTION, epilog=EPILOG, parents=[_options(None, True)],
+        prog="unispeech-live" if console else "run_live.py", description=DESCRIPTION, epilog=EPILOG, parents=[_options(None, True)],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
@@ -210,6 +211,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     for key, value in DEFAULTS.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+    for _, flags, kw in _OPTIONS:  # an option without an entry in DEFAULTS: None (False for a switch)
+        if not hasattr(args, _dest(flags, kw)):
+            setattr(args, _dest(flags, kw), False if kw.get("action") == "store_true" else None)
     if args.command in ("verify", "identify") and (not args.input or len(args.input) != 1):
         raise AppError(f"{args.command} needs exactly one --input PATH", exit_code=EXIT_USAGE)
     if args.command == "enroll":

@@ -117,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
         store = _store(args, create=True)
         result = _service(args, store).enroll(
             args.name, recordings, replace=args.replace, allow_mixed=args.allow_mixed,
-            keep_outliers=args.keep_outliers, same_voice_ok=args.same_voice_ok)
+            keep_outliers=args.keep_outliers, same_voice_ok=args.same_voice_ok, labels=args.input)
         _warn_outliers(result, args.input or [f"{args.seconds:g} s from the microphone"])
         _emit(result.to_dict())
         return 0

@@ -255,8 +255,11 @@ def voice_mix(embedder: Embedder, speech: np.ndarray, same_voice: float) -> Voic
     n = min(len(speech) // span, MIXED_MAX_SPANS)
     if n < 2:
         return VoiceMix(n, (int(len(speech)),), False)
-    pieces = np.array_split(np.asarray(speech, dtype=np.float32), n)
-    vectors = np.stack([np.asarray(embedder.embed(p), dtype=np.float64) for p in pieces])
+    length = len(speech) // n
+    pieces = [np.asarray(speech[k * length:(k + 1) * length], dtype=np.float32) for k in range(n)]
+    batch = getattr(embedder, "embed_batch", None)  # equal lengths: one forward pass, no padding
+    vectors = np.asarray(batch(np.stack(pieces)) if batch is not None else [embedder.embed(p) for p in pieces],
+                         dtype=np.float64)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     sim = vectors @ vectors.T
     groups = [[i] for i in range(n)]
@@ -374,7 +377,7 @@ class VoiceprintService:
 
     def enroll(self, name: str, recordings: list[np.ndarray], replace: bool = False, *,
                allow_mixed: bool = False, keep_outliers: bool = False, same_voice_ok: bool = False,
-               min_enroll_speech_s: float | None = None) -> EnrollResult:
+               min_enroll_speech_s: float | None = None, labels: list[str] | None = None) -> EnrollResult:
         """Enroll `name` from `recordings` (16 kHz float32 each), adding to their voiceprint unless `replace`.
 
         Refuses, naming the problem: a name that differs from an enrolled one only in case
@@ -384,12 +387,14 @@ class VoiceprintService:
         person unless `same_voice_ok` (SameVoiceError). Recordings that disagree with the
         others are left out unless `keep_outliers` (`EnrollResult.left_out`); if that leaves
         nothing, OutliersError. `min_enroll_speech_s` lowers the minimum (naming a live track);
-        an enrollment under the usual minimum is flagged `low_quality`.
+        an enrollment under the usual minimum is flagged `low_quality`. `labels` name the
+        recordings in errors (file names); "recording N" by default.
         """
         clean, created = self._check_name(name)
         if isinstance(recordings, np.ndarray) and recordings.ndim == 1:
             recordings = [recordings]
-        clips = [check_audio(r, f"recording {i + 1}") for i, r in enumerate(recordings)]
+        label = [labels[i] if labels and i < len(labels) else f"recording {i + 1}" for i in range(len(recordings))]
+        clips = [check_audio(r, label[i]) for i, r in enumerate(recordings)]
         if not clips:
             raise InvalidAudioError("enrollment needs at least one recording")
         speech_audio = [speech_only(c, speech_mask(c, self.detector)) for c in clips]
@@ -400,7 +405,7 @@ class VoiceprintService:
         minimum = self.min_enroll_samples if min_enroll_speech_s is None else seconds_to_samples(min_enroll_speech_s)
         total = sum(speech)
         if total + stored < minimum:
-            detail = ", ".join(f"recording {i + 1}: {samples_to_seconds(s):.2f} s" for i, s in enumerate(speech))
+            detail = ", ".join(f"{label[i]}: {samples_to_seconds(s):.2f} s" for i, s in enumerate(speech))
             have = f"{samples_to_seconds(total):.2f} s" + (f" here and {samples_to_seconds(stored):.2f} s stored"
                                                           if stored else "")
             raise NotEnoughSpeechError(
@@ -410,7 +415,7 @@ class VoiceprintService:
         for i, s in enumerate(speech):
             if s < self.min_recording_samples:
                 raise NotEnoughSpeechError(
-                    f"recording {i + 1} holds {samples_to_seconds(s):.2f} s of speech, less than the "
+                    f"{label[i]} holds {samples_to_seconds(s):.2f} s of speech, less than the "
                     f"{samples_to_seconds(self.min_recording_samples):.1f} s each recording needs; "
                     "leave it out or record it again", s, self.min_recording_samples)
         if not allow_mixed:
@@ -418,7 +423,7 @@ class VoiceprintService:
                 mix = self.voice_mix(a)
                 if mix.mixed:
                     raise MixedVoicesError(
-                        f"recording {i + 1} seems to hold several voices ({mix.describe()}); enroll "
+                        f"{label[i]} seems to hold several voices ({mix.describe()}); enroll "
                         "recordings of one person (--allow-mixed enrolls it anyway)")
         vectors = []
         for c in clips:
@@ -693,6 +698,22 @@ class XVectorEmbedder:
         self.description = str(model_dir)
         self.max_chunk_samples = seconds_to_samples(max_chunk_s)
         self.min_samples = seconds_to_samples(0.5)
+
+    def embed_batch(self, batch: np.ndarray) -> np.ndarray:
+        """(B, xvector_output_dim) float32 embeddings of a (B, N) batch of equal-length clips, in
+        one forward pass (no padding, so group-norm front ends see what `embed` would show them)."""
+        x = np.asarray(batch, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] < self.min_samples:
+            raise InvalidAudioError(f"need a (clips, samples) batch of at least {self.min_samples} samples each, "
+                                    f"got shape {x.shape}")
+        torch = self._torch
+        with torch.inference_mode():
+            input_values, attention_mask = self.features(list(x), sampling_rate=SAMPLE_RATE)
+            input_values = input_values.to(self.device, dtype=next(self.model.parameters()).dtype)
+            if attention_mask is not None:
+                attention_mask = attention_mask.to(self.device)
+            out = self.model(input_values, attention_mask=attention_mask).embeddings
+        return out.float().cpu().numpy()
 
     def embed(self, samples: np.ndarray) -> np.ndarray:
         """(xvector_output_dim,) float32 embedding of 16 kHz mono `samples` (at least 0.5 s)."""
