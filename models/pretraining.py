@@ -38,10 +38,13 @@ Where we depart from the authors (each also in docs/pretraining.md):
 * the loss weights of the contrastive and diversity terms are ours (1.0 and 0.1): the public code
   does not state them; the one config the authors ship (for their Large checkpoint) has
   `loss_weights [10, 0, 0, 0]`, i.e. the contrastive term switched off;
-* cluster targets are 0-based cluster ids shifted by `DICTIONARY_SPECIALS` (fairseq's dictionary
-  puts <s>, <pad>, </s>, <unk> before the cluster symbols, hence 504 = 500 + 4 rows); the special
-  rows are never targets but stay in the softmax, as in the authors' model;
+* masks, negatives and mixing draw from generators passed in (numpy's global state in fairseq);
 * one label set (the authors allow several; `untie_final_proj` with one set is the tied case).
+
+Cluster targets are 0-based cluster ids, shifted by `DICTIONARY_SPECIALS` to rows of
+`label_embeddings_concat`: fairseq's dictionary puts <s>, <pad>, </s>, <unk> before the cluster
+symbols (hence 504 = 500 + 4 rows in the hub checkpoints); the special rows are never targets but
+stay in the softmax, as in the authors' model.
 """
 
 from __future__ import annotations

@@ -619,7 +619,8 @@ class UniSpeechSatForXVector(_Head):
 
 class GumbelVectorQuantizer(nn.Module):
     """Parameters of transformers' quantizer (codevectors, weight_proj), kept so pre-training
-    checkpoints round-trip; transformers 5.24's pre-training forward never calls it."""
+    checkpoints round-trip; transformers 5.24's pre-training forward never calls it, the
+    pre-training objective (`models.pretraining.gumbel_quantize`) does."""
 
     def __init__(self, config: UniSpeechSatConfig) -> None:
         super().__init__()
@@ -634,7 +635,10 @@ class GumbelVectorQuantizer(nn.Module):
 
 
 class UniSpeechSatForPreTraining(_Head):
-    """transformers 5.24's pre-training class: its forward is a stub (no quantizer, no loss)."""
+    """transformers 5.24's pre-training class: its forward is a stub (no quantizer, no loss).
+
+    The authors' objective on these parameters (masked cluster prediction, utterance-wise
+    contrastive loss, diversity, features penalty) is `models.pretraining.pretraining_losses`."""
 
     def __init__(self, config: UniSpeechSatConfig) -> None:
         super().__init__(config)
