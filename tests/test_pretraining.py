@@ -396,3 +396,25 @@ def test_recipe_refuses_targets_of_another_corpus(tiny_corpus, targets_dir, tmp_
     assert exc.value.code == 2
     assert "error: " in capsys.readouterr().err
     json.loads((targets_dir / "targets.json").read_text())
+
+
+@pytest.mark.parametrize("variant", ["base", "large"])
+def test_objective_runs_on_a_checkpoint_written_by_transformers(variant, tmp_path):
+    """A transformers-written pre-training folder (hub layout, 2021 weight-norm keys or not) loads
+    and trains: every term finite, gradients reach the quantizer and the projections."""
+    pytest.importorskip("transformers")
+    from tests.tiny_checkpoints import write_tiny_checkpoint
+
+    folder = write_tiny_checkpoint(tmp_path / variant, head="pretraining", variant=variant, num_clusters=10,
+                                   weight_norm_keys="legacy" if variant == "base" else "parametrizations")
+    model = UniSpeechSatForPreTraining.from_pretrained(folder)
+    init_for_pretraining(model)  # transformers' zero label embeddings would give no gradient
+    model.train()
+    losses = pretraining_losses(model, torch.randn(2, 9600), torch.randint(0, 6, (2, 60)),
+                                ObjectiveConfig(cross_sample_negatives=10), rng=np.random.default_rng(0))
+    assert all(np.isfinite(float(getattr(losses, name).detach())) for name in TERMS)
+    losses.total.backward()
+    for name in ("quantizer.weight_proj.weight", "quantizer.codevectors", "project_q.weight", "project_hid.weight",
+                 "speaker_proj.weight", "label_embeddings_concat"):
+        grad = dict(model.named_parameters())[name].grad
+        assert grad is not None and float(grad.abs().sum()) > 0, name
