@@ -418,3 +418,26 @@ def test_objective_runs_on_a_checkpoint_written_by_transformers(variant, tmp_pat
                  "speaker_proj.weight", "label_embeddings_concat"):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and float(grad.abs().sum()) > 0, name
+
+
+def test_pretraining_can_continue_from_an_exported_model(tiny_corpus, targets_dir, tmp_path):
+    """--init-export: the shipped layout's encoder (fp16, upcast) starts pre-training; a folder of
+    another size is refused with the reason."""
+    from training.corpus import Corpus
+    from training.export import export
+    from training.model import ArchConfig
+    from training.pretrain import PretrainConfig, Pretrainer
+    from training.train import TrainConfig, Trainer
+
+    source = Trainer(tmp_path / "a", Corpus(tiny_corpus), ArchConfig.tiny(), TrainConfig.smoke())
+    export(source.model.eval(), tmp_path / "embedded")
+    trainer = Pretrainer(tmp_path / "pt", Corpus(tiny_corpus), targets_dir, ArchConfig.tiny(), PretrainConfig.smoke())
+    trainer.init_from_export(tmp_path / "embedded")
+    encoder = source.model.encoder.state_dict()
+    for key, value in trainer.model.unispeech_sat.state_dict().items():
+        assert torch.equal(value, encoder[key].half().float()), key
+    assert all(np.isfinite(v) for v in trainer.train_step().values())
+    wrong = ArchConfig(**{**dataclasses.asdict(ArchConfig.tiny()), "hidden_size": 48})
+    with pytest.raises(ValueError, match="does not fit this architecture"):
+        Pretrainer(tmp_path / "pt2", Corpus(tiny_corpus), targets_dir, wrong, PretrainConfig.smoke()).init_from_export(
+            tmp_path / "embedded")
