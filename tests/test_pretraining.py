@@ -292,8 +292,16 @@ def test_kmeans_targets_are_deterministic_from_a_seed_and_resume(tiny_corpus, tm
     assert len(shards) > 1
     shards[-1].unlink()  # an interrupted run: the missing shard is rebuilt, the rest reused
     assert _targets(tiny_corpus, tmp_path / "a", seed=3)["labels_sha256"] == first["labels_sha256"]
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match="other settings or another corpus"):
         _targets(tiny_corpus, tmp_path / "a", seed=5)
+    meta = json.loads((tiny_corpus / "meta.json").read_text())
+    changed = tmp_path / "changed"  # the same corpus, rebuilt into something else: refused too
+    changed.mkdir()
+    for path in tiny_corpus.glob("*.*"):
+        (changed / path.name).write_bytes(path.read_bytes())
+    (changed / "meta.json").write_text(json.dumps({**meta, "fingerprint": "0" * 64}))
+    with pytest.raises(ValueError, match="another corpus"):
+        _targets(changed, tmp_path / "a", seed=3)
 
 
 def test_mixing_in_the_recipe_keeps_the_primary_targets(tiny_corpus, targets_dir, tmp_path):

@@ -113,13 +113,19 @@ class TargetBuilder:
     def __init__(self, corpus: Corpus, out: Path, spec: TargetSpec, log=print) -> None:
         self.corpus, self.out, self.spec, self.log = corpus, out, spec, log
         out.mkdir(parents=True, exist_ok=True)
+        # A resumed build must be of the same settings and the same corpus (a rebuilt corpus has
+        # another fingerprint; stale features or labels would otherwise be reused silently).
+        meta = corpus.root / "meta.json"
+        fingerprint = json.loads(meta.read_text()).get("fingerprint") if meta.is_file() else None
+        wanted = {**asdict(spec), "corpus_fingerprint": fingerprint}
         settings = out / "settings.json"
         if settings.exists():
             saved = json.loads(settings.read_text())
-            if saved != asdict(spec):
-                raise ValueError(f"{out} was started with other settings {saved}; use another --out")
+            if saved != wanted:
+                raise ValueError(f"{out} was started with other settings or another corpus ({saved}); "
+                                 "use another --out")
         else:
-            settings.write_text(json.dumps(asdict(spec), indent=1))
+            settings.write_text(json.dumps(wanted, indent=1))
 
     def fit_subset(self) -> list[int]:
         rows = self.corpus.rows["train"]
