@@ -234,8 +234,13 @@ class VoiceMix:
     mixed: bool
 
     def describe(self) -> str:
-        shares = ", ".join(f"{samples_to_seconds(v):.1f} s" for v in self.voices)
-        return f"{len(self.voices)} voices ({shares} of speech)"
+        """E.g. `2 voices (10.7 s, 8.5 s of speech; 10.7 s more in smaller groups)`."""
+        total = sum(self.voices)
+        big = [v for v in self.voices if v >= MIXED_MIN_SHARE * total]
+        rest = total - sum(big)
+        shares = ", ".join(f"{samples_to_seconds(v):.1f} s" for v in big)
+        more = f"; {samples_to_seconds(rest):.1f} s more in smaller groups" if rest else ""
+        return f"{len(big)} voice{'s' if len(big) != 1 else ''} ({shares} of speech{more})"
 
 
 MIXED_SPAN_S = 2.0  # speech per span compared (the engine's first x-vector of a run needs as much)
