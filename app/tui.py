@@ -421,6 +421,7 @@ class LiveTUI(App[int]):
         self._dirty = True
         self._sub: Any = None
         self._signals: StopSignals | None = None
+        self._stopping_code: int | None = None  # set by the first Ctrl-C or signal
 
     def compose(self) -> ComposeResult:
         # kept as attributes: app.query_one searches the active screen, which may be a dialog
@@ -449,7 +450,9 @@ class LiveTUI(App[int]):
         self.w_matches.border_title = "enrolled matches"
         self.w_level.border_title = "input level"
         self.w_gauges.border_title = "engine"
-        self._signals = StopSignals(self._on_stop_signal)  # SIGTERM, or SIGINT from outside the terminal
+        # SIGTERM, or SIGINT from outside the terminal; forcing goes through textual's exit, which
+        # gives the terminal back (os._exit would leave it in raw mode)
+        self._signals = StopSignals(self._on_stop_signal, force_exit=self.exit)
         self._signals.install()
         try:
             await self.session.start()
@@ -611,8 +614,14 @@ class LiveTUI(App[int]):
 
     def _on_stop_signal(self, signum: int) -> None:
         self.session.stop(signum)
-        self.run_worker(self._finish(exit_status(signum)), exclusive=False, group="stop")
+        self._stopping_code = exit_status(signum)
+        self.run_worker(self._finish(self._stopping_code), exclusive=False, group="stop")
 
-    async def action_interrupt(self) -> None:
+    def action_interrupt(self) -> None:
+        """Ctrl-C (a key here, the terminal is raw): stop and write the files; a second one exits at once."""
+        if self._stopping_code is not None:
+            self.exit(self._stopping_code)
+            return
         self.session.interrupted = True
-        await self._finish(130)
+        self._stopping_code = 130
+        self.run_worker(self._finish(130), exclusive=False, group="stop")

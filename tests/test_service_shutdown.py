@@ -114,22 +114,32 @@ def test_serve_without_input_stops_on_a_signal_and_closes_clients_with_1001(sign
         proc.wait()
 
 
-def test_sigint_on_a_file_run_flushes_writes_files_and_jsonl_is_live(tmp_path: Path) -> None:
+def test_sigint_on_a_served_file_run_flushes_writes_files_and_jsonl_is_live(tmp_path: Path) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
     jsonl, transcript, rttm = tmp_path / "events.jsonl", tmp_path / "t.txt", tmp_path / "t.rttm"
     proc = _start(["--input", str(DEMO), "--headless", "--jsonl", str(jsonl), "--transcript", str(transcript),
-                   "--rttm", str(rttm), "--speakers-db", str(tmp_path / "store" / "s.db")], tmp_path,
-                  preexec_fn=lambda: os.umask(0o027))
+                   "--rttm", str(rttm), "--speakers-db", str(tmp_path / "store" / "s.db"),
+                   "--serve", "127.0.0.1:0"], tmp_path, preexec_fn=lambda: os.umask(0o027))
     try:
         err = Lines(proc.stderr)
-        # real-time play: a line in the JSON-lines file while the 36 s input is still running
-        # proves it is written as events happen (it used to appear only at the end)
-        err.wait_for(lambda line: line.startswith("progress:"), START_TIMEOUT_S)
-        wait_until(lambda: jsonl.exists() and jsonl.read_text().count("\n") >= 1, 30,
-                   alive=lambda: proc.poll() is None)
-        first = json.loads(jsonl.read_text().splitlines()[0])
-        assert first["seq"] == 1
-        assert proc.poll() is None  # still running: the line came live
-        proc.send_signal(signal.SIGINT)
+        url = err.wait_for(lambda line: line.startswith("feed: ws://"), START_TIMEOUT_S).split()[1]
+        with connect(url, open_timeout=10) as ws:
+            assert json.loads(ws.recv(timeout=10))["type"] == "hello"
+            # real-time play: a line in the JSON-lines file while the 36 s input is still running
+            # proves it is written as events happen (it used to appear only at the end)
+            err.wait_for(lambda line: line.startswith("progress:"), START_TIMEOUT_S)
+            wait_until(lambda: jsonl.exists() and jsonl.read_text().count("\n") >= 1, 30,
+                       alive=lambda: proc.poll() is None)
+            first = json.loads(jsonl.read_text().splitlines()[0])
+            assert first["seq"] == 1
+            assert proc.poll() is None  # still running: the line came live
+            proc.send_signal(signal.SIGINT)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    ws.recv(timeout=STOP_TIMEOUT_S)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
         assert proc.wait(timeout=STOP_TIMEOUT_S) == 130
     finally:
         proc.kill()
@@ -213,3 +223,26 @@ async def test_a_stop_that_hangs_is_forced_after_the_grace_period() -> None:
     finally:
         signals.remove()
     assert codes == [130]
+
+
+async def test_a_second_ctrl_c_in_the_tui_exits_at_once(tmp_path: Path) -> None:
+    """The first Ctrl-C waits for the stream's flush and the feed's close; a second one does not wait."""
+    from app.tui import LiveTUI
+    from tests.test_tui import make_session, wait_for
+
+    session = make_session(tmp_path, seconds=30, speed=1.0)
+    app = LiveTUI(session)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: session.runner is not None and session.runner.meter.audio_samples > 0)
+        never = asyncio.Event()
+        closing = session.close
+        session.close = never.wait  # a close that never ends (a stuck client, say)
+        started = asyncio.get_running_loop().time()
+        await pilot.press("ctrl+c")
+        await pilot.pause(0.1)
+        assert app.is_running  # the first one is still waiting
+        await pilot.press("ctrl+c")
+        await wait_for(pilot, lambda: not app.is_running, timeout=5)
+        assert asyncio.get_running_loop().time() - started < 5
+    assert app.return_value == 130 and session.interrupted
+    await closing()
