@@ -13,9 +13,9 @@ Three resumable stages, each skipped when its output exists, with progress on st
    of each split, in shards of `--shard` utterances, so an interrupted run resumes at the shard.
    `targets.json` (written last) holds the settings and a SHA-256 of the labels.
 
-MFCCs are Kaldi's (kaldi-native-fbank, the features HuBERT dumps with torchaudio's Kaldi
-compliance `mfcc`): 25 ms windows every 10 ms, 23 mel bins, 13 cepstra without energy, no dither,
-plus deltas and delta-deltas over 5 frames (39 dims). Labels are at 100 Hz; the objective takes
+MFCCs are Kaldi's (kaldi-native-fbank; HuBERT's `simple_kmeans/dump_mfcc_feature.py` computes the
+same with torchaudio's Kaldi-compliance `mfcc(use_energy=False)`): 25 ms windows every 10 ms, 23
+mel bins, 13 cepstra without energy, no dither, plus deltas and delta-deltas over 5 frames (39 dims). Labels are at 100 Hz; the objective takes
 every second one for the 20 ms encoder frames (`ObjectiveConfig.targets_per_frame = 2`).
 Everything is deterministic from `--seed`. Only the corpus' own splits are read: the real
 recordings in ../shared/real/ never enter pre-training.
