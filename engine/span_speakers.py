@@ -188,7 +188,7 @@ class SpanSpeakerTracker:
         while self._resolved in self._labels:
             self._resolved += 1
         # frames nearer to a resolved span's centre than to the first unresolved one are decided
-        limit = int(np.floor(self._centre(self._resolved) - self.cfg.span_hop_frames / 2))
+        limit = int(np.floor(self._centre(self._resolved) - self.cfg.span_hop_frames / 2)) if self._resolved else 0
         limit = min(limit, self.speech.end - self.speech_cfg.pad_frames)
         return self._decide(limit)
 
@@ -205,19 +205,15 @@ class SpanSpeakerTracker:
             both = bool(speech[i] and i < len(overlap) and overlap[i]) and self._overlapping_voices(f)
             events += self._step(f, speech[i], labels[i], both)
         self.settled = limit
-        probs = self.speech.view(max(start, self.speech.start), limit)
-        events.insert(0, self._activity(start, speech, labels, probs))
+        events.insert(0, self._activity(start, [(lab or "unknown") if speech[i] else None for i, lab in enumerate(labels)]))
         self._trim()
         return [e for e in events if e is not None]
 
-    def _activity(self, start: int, speech: np.ndarray, labels: list[str | None], probs: np.ndarray) -> SpeakerActivity:
-        names = sorted({lab for lab in labels if lab is not None})
-        speakers = tuple(names) or ("unknown",)
-        rows = []
-        for i, lab in enumerate(labels):
-            p = round(float(probs[i]), 3) if i < len(probs) and speech[i] else 0.0
-            rows.append(tuple(p if (lab == s or (lab is None and s == "unknown" and not names)) else 0.0 for s in speakers))
-        return SpeakerActivity(start, speakers, tuple(rows))
+    def _activity(self, start: int, labels: list[str | None]) -> SpeakerActivity:
+        """The decided frames as activity: 1.0 for the label a speech frame was given, else 0.0."""
+        names = sorted({lab for lab in labels if lab is not None}) or ["unknown"]
+        rows = tuple(tuple(1.0 if lab == s else 0.0 for s in names) for lab in labels)
+        return SpeakerActivity(start, tuple(names), rows)
 
     def _overlapping_voices(self, frame: int) -> bool:
         """At an overlap the activity head saw: the named spans just before and after the frame

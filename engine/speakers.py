@@ -234,9 +234,10 @@ class SpeakerClusters:
             cluster = enrolled[0][0]
         elif unknown and (unknown[0][1] >= self.new_threshold or len(self.clusters) >= self.max_clusters or not may_open):
             cluster = unknown[0][0]
-            m = self.cfg.centroid_momentum
-            cluster.centroid = _unit(m * cluster.centroid + (1 - m) * e)
-            cluster.count += 1
+            if unknown[0][1] >= self.new_threshold or may_open:  # a weak match does not move the centroid
+                m = self.cfg.centroid_momentum
+                cluster.centroid = _unit(m * cluster.centroid + (1 - m) * e)
+                cluster.count += 1
         elif not may_open:
             return None, SpeakerMatch(track="unknown", name=None, score=round(best_score, 4),
                                       threshold=self.enrolled_threshold, accepted=False, candidates=candidates), {}

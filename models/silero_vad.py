@@ -28,14 +28,14 @@ WEIGHTS_FILE = "silero_vad.jit"  # the model `silero_vad.load_silero_vad()` give
 _JIT_KEYS = {
     "stft.forward_basis_buffer": "stft_conv.weight",
     **{f"encoder.{i}.reparam_conv.{p}": f"conv{i + 1}.{p}" for i in range(4) for p in ("weight", "bias")},
-    **{f"decoder.rnn.{p}": f"lstm_cell.{p}" for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")},
+    **{f"decoder.rnn.{p}": f"lstm.{p}_l0" for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")},
     "decoder.decoder.2.weight": "final_conv.weight",
     "decoder.decoder.2.bias": "final_conv.bias",
 }
 
 
 class SileroVad(nn.Module):
-    """Silero's 16 kHz VAD: STFT conv, four conv blocks, an LSTM cell, a 1x1 decoder."""
+    """Silero's 16 kHz VAD: STFT conv, four conv blocks, an LSTM over the chunks, a 1x1 decoder."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -46,7 +46,7 @@ class SileroVad(nn.Module):
         self.conv2 = nn.Conv1d(128, 64, kernel_size=3, stride=2, padding=1)
         self.conv3 = nn.Conv1d(64, 64, kernel_size=3, stride=2, padding=1)
         self.conv4 = nn.Conv1d(64, 128, kernel_size=3, stride=1, padding=1)
-        self.lstm_cell = nn.LSTMCell(128, STATE_SIZE)
+        self.lstm = nn.LSTM(128, STATE_SIZE, batch_first=True)  # silero's LSTMCell, run over all chunks at once
         self.final_conv = nn.Conv1d(128, 1, 1)
 
     def encode(self, chunks: torch.Tensor) -> torch.Tensor:
@@ -73,14 +73,10 @@ class SileroVad(nn.Module):
         frames = audio.unfold(1, CONTEXT_SAMPLES + CHUNK_SAMPLES, CHUNK_SAMPLES)
         feats = self.encode(frames.reshape(b * n, -1)).reshape(b, n, -1)
         if state is None:
-            h = c = audio.new_zeros(b, STATE_SIZE)
-        else:
-            h, c = state[0], state[1]
-        probs = []
-        for i in range(n):
-            h, c = self.lstm_cell(feats[:, i], (h, c))
-            probs.append(torch.sigmoid(self.final_conv(torch.relu(h).unsqueeze(-1))).reshape(b))
-        return torch.stack(probs, dim=1), torch.stack([h, c])
+            state = audio.new_zeros(2, b, STATE_SIZE)
+        out, (h, c) = self.lstm(feats, (state[0:1].contiguous(), state[1:2].contiguous()))  # out: (B, n, 128)
+        logits = torch.relu(out) @ self.final_conv.weight[:, :, 0].T + self.final_conv.bias  # the 1x1 conv
+        return torch.sigmoid(logits[..., 0]), torch.cat([h, c])
 
 
 def weights_path() -> Path:
