@@ -1,4 +1,4 @@
-"""The speaker subcommands: enroll, verify, identify, speakers list|remove, each printing JSON.
+"""The speaker subcommands: enroll, verify, identify, speakers list|export|remove, each printing JSON.
 
 They load only the speaker store and, when scoring is needed, the x-vector head (no caption model,
 no language model, no TUI, no websockets), so one call stays within a few seconds. `verify` prints

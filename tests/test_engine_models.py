@@ -116,7 +116,9 @@ def test_bf16_and_bad_arguments(ckpts):
     out = tm.run_windows(_audio(1.0)[None], frozenset({"ctc"}))
     assert out.ctc_log_probs.dtype == np.float32 and np.isfinite(out.ctc_log_probs).all()
     with pytest.raises(ValueError, match="dtype"):
-        TorchModels.load(asr=ckpts["ctc"], dtype="fp16")
+        TorchModels.load(asr=ckpts["ctc"], dtype="fp8")
+    with pytest.raises(ValueError, match="fp16 runs only on a CUDA device"):
+        TorchModels.load(asr=ckpts["ctc"], device="cpu", dtype="fp16")
     with pytest.raises(ValueError, match="at least one"):
         TorchModels.load()
     with pytest.raises(ValueError, match="not loaded"):

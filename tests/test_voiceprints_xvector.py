@@ -165,7 +165,9 @@ def test_bf16_embeddings_stay_in_the_same_space(tiny_sv):
     assert b.dtype == np.float32
     assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.99
     with pytest.raises(ValueError, match="dtype must be"):
-        XVectorEmbedder(tiny_sv, dtype="fp16")
+        XVectorEmbedder(tiny_sv, dtype="fp8")
+    with pytest.raises(ValueError, match="fp16 runs only on a CUDA device"):
+        XVectorEmbedder(tiny_sv, dtype="fp16")  # device cpu
     defaults = XVectorEmbedder(tiny_sv, device=None, dtype=None)  # what a CLI passes when not told
     assert defaults.device.type == "cpu"
     np.testing.assert_array_equal(defaults.embed(x), a)
