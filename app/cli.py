@@ -94,6 +94,12 @@ _OPTIONS: list[tuple[str, tuple[str, ...], dict[str, Any]]] = [
                            "(default: the one beside the caption model)"}),
     ("models", ("--lm-text",), {"metavar": "PATH", "nargs": "+", "help": "your own text, one sentence a line: "
                                 "mixed into the language model (built once, cached)"}),
+    ("models", ("--vad",), {"choices": ("silero", "energy", "off"),
+                            "help": "speech detector: silero (default; trained on real speech), energy (a level "
+                                    "threshold, the fallback), off (captions and speakers from every frame)"}),
+    ("models", ("--speaker-tracking",), {"choices": ("spans", "activity"),
+                                         "help": "who speaks when: spans (default: x-vectors of detected speech, "
+                                                 "clustered online) or activity (the frame-activity head's channels)"}),
     ("models", ("--speakers-db",), {"metavar": "PATH", "help": "speaker store (default in the user data dir)"}),
 ]
 
@@ -142,7 +148,7 @@ DEFAULTS: dict[str, Any] = {
     "headless": False, "jsonl": None, "transcript": None, "srt": None, "save_dir": None,
     "vtt": None, "rttm": None, "serve": None, "token": None, "export_to": None, "asr_model": None,
     "diar_model": None, "sv_model": None, "device": "auto", "dtype": "fp32", "speakers_db": None,
-    "lm_beam": None, "max_clients": None, "replay_grace": None, "tls_cert": None, "tls_key": None,
+    "lm_beam": None, "vad": "silero", "speaker_tracking": "spans", "max_clients": None, "replay_grace": None, "tls_cert": None, "tls_key": None,
 }
 
 

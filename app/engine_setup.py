@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -104,13 +105,22 @@ def load_engine(args: argparse.Namespace, models: ModelChoice) -> Any:
     """
     from engine import Engine, EngineConfig
 
+    import dataclasses
+
+    from engine import speech_model
+
     beam = getattr(args, "lm_beam", None)
     config = EngineConfig() if beam is None else EngineConfig(lm_beam_width=beam)
+    tracking = getattr(args, "speaker_tracking", None) or "spans"
+    config = dataclasses.replace(config, speakers=dataclasses.replace(config.speakers, tracking=tracking))
     try:
-        return Engine.from_checkpoints(
+        engine = Engine.from_checkpoints(
             asr=models.asr, diar=models.diar, sv=models.sv, device=args.device, dtype=args.dtype,
-            config=config, lm=models.lm,
+            config=config, lm=models.lm, vad=getattr(args, "vad", None) or "silero",
         )
+        if speech_model.fallback_note:
+            print(f"warning: {speech_model.fallback_note}", file=sys.stderr)
+        return engine
     except AppError:
         raise
     except Exception as exc:  # which head failed is in the message the loader gives

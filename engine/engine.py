@@ -102,14 +102,15 @@ class Engine:
     @classmethod
     def from_checkpoints(cls, asr: str | None = None, diar: str | None = None, sv: str | None = None,
                          device: str = "auto", dtype: str = "fp32", config: EngineConfig | None = None,
-                         speakers: Any = None, lm: Any = None) -> "Engine":
+                         speakers: Any = None, lm: Any = None, vad: str = "silero") -> "Engine":
         """Load each head from its Hugging Face–format folder; heads with identical encoders share one pass.
 
         `lm`: an optional language-model decoder for engine/lm_redecode.py (see docs/engine.md).
+        `vad`: the speech detector, "silero" (default), "energy" or "off" (engine/speech_model.py).
         """
         from engine.torch_models import TorchModels
 
-        models = TorchModels.load(asr=asr, diar=diar, sv=sv, device=device, dtype=dtype)
+        models = TorchModels.load(asr=asr, diar=diar, sv=sv, device=device, dtype=dtype, vad=vad)
         return cls(models, config, speakers, lm=lm, voiceprint_threshold=models.sv_threshold)
 
     @property

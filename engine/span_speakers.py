@@ -26,7 +26,7 @@ import numpy as np
 from engine.buffers import RollingArray
 from engine.config import SpeakerConfig, SpeechConfig
 from engine.events import Event, SpeakerActivity, SpeakerMatch, SpeakerTurn
-from engine.speakers import SpeakerClusters
+from engine.speakers import ActivityAggregator, SpeakerClusters
 from engine.timebase import FRAME_SAMPLES
 
 
@@ -58,7 +58,9 @@ class SpanSpeakerTracker:
         self.clusters = clusters
         self.horizon_frames = horizon_frames
         self.speech = RollingArray(4 * horizon_frames, (), np.float32)  # speech prob per frame
-        self.overlap = RollingArray(4 * horizon_frames, (), np.bool_)  # activity head: 2+ voices
+        self.aggregator: ActivityAggregator | None = None  # the activity head's channels, aligned across windows
+        self.activity: RollingArray | None = None  # its settled frames
+        self._boundaries: dict[tuple[int, int], int] = {}
         self.frame_runs = RollingArray(2 * horizon_frames, (), np.int64)  # run id per decided frame
         self.runs: dict[int, _Turn] = {}
         self._next_run = 1
@@ -89,27 +91,46 @@ class SpanSpeakerTracker:
 
     # -- input ---------------------------------------------------------------------------------
 
-    def add_speech(self, first_frame: int, probs: np.ndarray, activity: np.ndarray | None = None) -> list[Event]:
-        """Speech probabilities for frames [first_frame, first_frame + len(probs)), in order.
+    def add_activity(self, start_frame: int, probs: np.ndarray, settle_to: int) -> None:
+        """One window's (T, S) activity-head probabilities (S >= 2), aligned across windows.
 
-        `activity`: the activity head's (frames, S) probabilities for the same frames, if any;
-        two channels above `onset` mark overlapped speech.
+        Used where it helps: where two named spans disagree, the head places the change of voice
+        between them; two channels on at once mark overlap (and a cannot-link).
         """
+        if probs.ndim != 2 or probs.shape[1] < 2:
+            return
+        if self.aggregator is None:
+            self.aggregator = ActivityAggregator(probs.shape[1], capacity_frames=4 * self.horizon_frames)
+            self.activity = RollingArray(4 * self.horizon_frames, (probs.shape[1],), np.float32)
+        first, settled, _ = self.aggregator.add(start_frame, probs, settle_to)
+        assert self.activity is not None
+        self.activity.extend_to(first + len(settled))
+        self.activity.view(first, first + len(settled))[:] = settled
+
+    def _activity_view(self, start: int, end: int) -> np.ndarray | None:
+        """(end - start, S) activity, settled where it is, the running average beyond; None if unknown."""
+        if self.aggregator is None or self.activity is None or start < self.activity.start:
+            return None
+        mid = min(end, self.activity.end)
+        parts = [self.activity.view(start, mid)] if mid > start else []
+        if end > mid:
+            rest = self.aggregator.unsettled(max(start, mid), end)
+            if len(rest) < end - max(start, mid):
+                return None
+            parts.append(rest.astype(np.float32))
+        return np.concatenate(parts) if parts else None
+
+    def add_speech(self, first_frame: int, probs: np.ndarray) -> list[Event]:
+        """Speech probabilities for frames [first_frame, first_frame + len(probs)), in order."""
         if first_frame != self.speech.end:
             if first_frame < self.speech.end:
                 probs = probs[self.speech.end - first_frame :]
-                activity = None if activity is None else activity[self.speech.end - first_frame :]
                 first_frame = self.speech.end
             else:  # frames lost before (dropped windows): silence
                 self.speech.extend_to(first_frame, fill=0.0)
-                self.overlap.extend_to(first_frame, fill=False)
         n = len(probs)
         self.speech.extend_to(first_frame + n, fill=0.0)
         self.speech.view(first_frame, first_frame + n)[:] = probs
-        self.overlap.extend_to(first_frame + n, fill=False)
-        if activity is not None and activity.shape[1] >= 2:
-            top2 = np.sort(activity, axis=1)[:, -2]
-            self.overlap.view(first_frame, first_frame + n)[:] = top2 >= self.cfg.onset
         return self._cut_spans()
 
     def _is_speech(self, start: int, end: int) -> np.ndarray:
@@ -197,8 +218,9 @@ class SpanSpeakerTracker:
         if limit <= start:
             return []
         speech = self._is_speech(start, limit)
-        labels = [self._label_near(f) if speech[i] else None for i, f in enumerate(range(start, limit))]
-        overlap = self.overlap.view(max(start, self.overlap.start), min(limit, self.overlap.end))
+        labels = [self._label_at(f) if speech[i] else None for i, f in enumerate(range(start, limit))]
+        act = self._activity_view(start, limit)
+        overlap = np.zeros(limit - start, bool) if act is None else np.sort(act, axis=1)[:, -2] >= self.cfg.onset
         events: list[Event] = []
         self.frame_runs.extend_to(limit, fill=-1)
         for i, f in enumerate(range(start, limit)):
@@ -235,22 +257,47 @@ class SpanSpeakerTracker:
         self.clusters.cannot_link(before, after)
         return True
 
-    def _label_near(self, frame: int) -> str | None:
-        """Label of the named span whose centre is nearest (among resolved spans)."""
-        best, best_d = None, None
-        k_hi = self._resolved - 1
-        k0 = int(round((frame + self.cfg.span_frames / 2 - self.cfg.span_frames) / self.cfg.span_hop_frames))
+    def _label_at(self, frame: int) -> str | None:
+        """Label of a speech frame from the named spans around it (resolved ones only).
+
+        Between two named spans the nearer centre wins, unless their labels differ and the activity
+        head shows where its dominant channel changes between them: then that point divides them.
+        """
+        left = right = None
+        k0 = int((frame + self.cfg.span_frames / 2 - self.cfg.span_frames) // self.cfg.span_hop_frames)
         reach = 2 * self.cfg.span_frames // self.cfg.span_hop_frames + 1
-        for k in range(max(0, k0 - reach), min(k_hi, k0 + reach) + 1):
-            lab = self._labels.get(k)
-            if lab is None:
-                continue
-            d = abs(self._centre(k) - frame)
-            if best_d is None or d < best_d:
-                best, best_d = lab, d
-        if best_d is not None and best_d > 2 * self.cfg.span_frames:
+        for k in range(min(self._resolved - 1, k0 + reach), max(-1, k0 - reach - 1), -1):
+            if self._labels.get(k) is not None and self._centre(k) <= frame:
+                left = k
+                break
+        for k in range(max(0, k0 - reach), min(self._resolved, k0 + reach + 1)):
+            if self._labels.get(k) is not None and self._centre(k) > frame:
+                right = k
+                break
+        near = [k for k in (left, right) if k is not None and abs(self._centre(k) - frame) <= 2 * self.cfg.span_frames]
+        if not near:
             return None
-        return best
+        if len(near) == 1 or self._labels[left] == self._labels[right]:  # type: ignore[index]
+            return self._labels[min(near, key=lambda k: abs(self._centre(k) - frame))]
+        assert left is not None and right is not None
+        return self._labels[left] if frame < self._boundary(left, right) else self._labels[right]
+
+    def _boundary(self, left: int, right: int) -> int:
+        """First frame of the right span's voice between the centres of spans `left` and `right`."""
+        key = (left, right)
+        if key not in self._boundaries:
+            a, b = int(np.ceil(self._centre(left))), int(np.ceil(self._centre(right)))
+            cut = (a + b + 1) // 2  # the nearer centre
+            act = self._activity_view(a, b) if b - a >= 4 else None
+            if act is not None:
+                edge = max(1, min(5, (b - a) // 4))
+                ch_a, ch_b = int(np.argmax(act[:edge].mean(0))), int(np.argmax(act[-edge:].mean(0)))
+                if ch_a != ch_b:  # the head saw the voices on two channels: cut where it switches
+                    d = act[:, ch_a] - act[:, ch_b]
+                    score = 2 * np.concatenate(([0.0], np.cumsum(d))) - d.sum()  # left mass of A minus B
+                    cut = a + int(np.argmax(score))
+            self._boundaries[key] = cut
+        return self._boundaries[key]
 
     def _step(self, f: int, speech: bool, label: str | None, overlap: bool) -> list[Event]:
         events: list[Event] = []
@@ -311,7 +358,11 @@ class SpanSpeakerTracker:
         keep_from = self.settled - self.horizon_frames
         self.frame_runs.discard_before(keep_from)
         self.speech.discard_before(min(keep_from, self.keep_from_frame - self.speech_cfg.pad_frames))
-        self.overlap.discard_before(min(keep_from, self.keep_from_frame))
+        if self.activity is not None:
+            self.activity.discard_before(min(keep_from, self.settled - 2 * self.cfg.span_frames))
+        old = self._resolved - 4 * self.cfg.span_frames // self.cfg.span_hop_frames
+        for key in [k for k in self._boundaries if k[0] < old]:
+            del self._boundaries[key]
         for rid in [r for r, run in self.runs.items() if run is not self._open and run.last < keep_from]:
             del self.runs[rid]
         for k in [k for k in self._labels if k < self._resolved - 4 * self.cfg.span_frames // self.cfg.span_hop_frames]:

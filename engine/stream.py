@@ -429,8 +429,12 @@ class Stream:
         first_frame = req.start_sample // FRAME_SAMPLES
         speech = out.speech_probs[index] if out.speech_probs is not None else None
         if isinstance(self.tracker, SpanSpeakerTracker) and speech is not None:
-            activity = out.activity_probs[index] if out.activity_probs is not None else None
-            events += self._deliver_speech(req, speech, activity, first_frame)
+            if out.activity_probs is not None:
+                sched = self.ctc_schedule if _CTC in req.want else self.diar_schedule
+                probs = out.activity_probs[index]
+                settle_to = first_frame + (len(probs) if req.final else sched.hop_frames)
+                self.tracker.add_activity(first_frame, probs, settle_to)
+            events += self._deliver_speech(req, speech, first_frame)
         elif _DIAR in req.want and isinstance(self.tracker, SpeakerTracker) and out.activity_probs is not None:
             events += self._deliver_diar(req, out.activity_probs[index], first_frame)
         if _CTC in req.want and self._decoder is not None and out.ctc_log_probs is not None:
@@ -471,8 +475,7 @@ class Stream:
         lo = 0 if k == 0 else first_frame + s.left_frames
         return lo, first_frame + s.left_frames + s.hop_frames
 
-    def _deliver_speech(self, req: WindowRequest, speech: np.ndarray, activity: np.ndarray | None,
-                        first_frame: int) -> list[Event]:
+    def _deliver_speech(self, req: WindowRequest, speech: np.ndarray, first_frame: int) -> list[Event]:
         """Speech probabilities of the frames this window settles -> the span tracker, and the
         x-vector requests that makes into the queue."""
         assert isinstance(self.tracker, SpanSpeakerTracker)
@@ -481,8 +484,7 @@ class Stream:
         hi = min(hi, first_frame + len(speech))
         if hi <= lo:
             return []
-        act = activity[lo - first_frame : hi - first_frame] if activity is not None else None
-        events = self.tracker.add_speech(lo, speech[lo - first_frame : hi - first_frame], act)
+        events = self.tracker.add_speech(lo, speech[lo - first_frame : hi - first_frame])
         self._speech_next = hi
         for span in self.tracker.take_requests():
             start, end = span.start_frame * FRAME_SAMPLES, span.end_frame * FRAME_SAMPLES

@@ -65,6 +65,25 @@ class CachedModels:
             self._windows[key] = self._models.run_windows(batch, want)
         return self._windows[key]
 
+    def save(self, path: Path) -> None:
+        """Keep the computed outputs in a file (a later run with the same models reuses them)."""
+        import pickle
+
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(pickle.dumps((self.fingerprint, self._windows, self._embeddings)))
+        tmp.replace(path)
+
+    def load(self, path: Path) -> None:
+        """Reuse outputs saved by `save` for the same x-vector model (a trusted local file)."""
+        import pickle
+
+        if not path.is_file():
+            return
+        fingerprint, windows, embeddings = pickle.loads(path.read_bytes())
+        if fingerprint == self.fingerprint:
+            self._windows.update(windows)
+            self._embeddings.update(embeddings)
+
     def embed(self, samples: np.ndarray) -> np.ndarray:
         key = self._key(samples)
         if key not in self._embeddings:

@@ -90,6 +90,11 @@ def pooled(results: dict[str, DerResult], names) -> DerResult:
     return total
 
 
+def split(d: DerResult) -> str:
+    return (f"miss {d.miss_s / d.scored_s:.3f} fa {d.false_alarm_s / d.scored_s:.3f} "
+            f"conf {d.confusion_s / d.scored_s:.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", type=Path, required=True, help="folder of WAV + RTTM (real recordings)")
@@ -97,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conversations", type=int, default=20, help="synthetic validation conversations (0: none)")
     parser.add_argument("--model", type=Path, default=Path("models/embedded"))
     parser.add_argument("--out", type=Path, help="write every candidate's figures as JSON")
+    parser.add_argument("--cache", type=Path, help="keep model outputs in this file across runs (same models only)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
 
     from engine.torch_models import TorchModels
     from training.corpus import Corpus, build_conversations
@@ -109,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         synth = [(f"val-{i}", mix.audio.astype(np.float32), list(mix.segments)) for i, (_, mix) in enumerate(convs)]
     models = CachedModels(TorchModels.load(asr=str(args.model / "ctc"), diar=str(args.model / "sd"),
                                            sv=str(args.model / "sv")))
+    if args.cache:
+        models.load(args.cache)
     real_names, synth_names = [n for n, _, _ in real], [n for n, _, _ in synth]
     table = []
     grid = candidates(GRID)
@@ -118,10 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         r = pooled(res, real_names)
         s = pooled(res, synth_names) if synth else None
         table.append((cand, res))
-        print(f"[tune_speakers] {i}/{len(grid)} {cand}: real DER {r.der:.4f} "
-              f"(miss {r.miss_s / r.scored_s:.3f} fa {r.false_alarm_s / r.scored_s:.3f} conf {r.confusion_s / r.scored_s:.3f})"
-              + (f", synthetic DER {s.der:.4f}" if s else "") + f" [{time.monotonic() - t0:.0f} s]",
+        if args.cache and i == 1:
+            models.save(args.cache)
+        print(f"[tune_speakers] {i}/{len(grid)} {cand}: real DER {r.der:.4f} ({split(r)})"
+              + (f", synthetic DER {s.der:.4f} ({split(s)})" if s else "") + f" [{time.monotonic() - t0:.0f} s]",
               file=sys.stderr, flush=True)
+    if args.cache:
+        models.save(args.cache)
 
     def objective(res: dict[str, DerResult], real_subset: list[str]) -> float:
         r = pooled(res, real_subset).der
@@ -142,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "real_split": {k: round(v / r.scored_s, 4) for k, v in
                        (("miss", r.miss_s), ("false_alarm", r.false_alarm_s), ("confusion", r.confusion_s))},
         "synthetic_der": round(s.der, 4) if s else None,
+        "synthetic_split": split(s) if s else None,
         "real_leave_one_file_out_der": round(loo.der, 4),
         "real_per_file": {n: round(best_res[n].der, 4) for n in real_names},
         "candidates": [{**c, "real_der": round(pooled(res, real_names).der, 4),
