@@ -75,7 +75,11 @@ class ComputePool:
         self._waiters: list[asyncio.Future[None]] = []
         self._ticker: asyncio.Task[None] | None = None
         self.ticks = 0
-        self.batched_windows = 0  # windows that shared a tick with another stream's window
+
+    @property
+    def batched_windows(self) -> int:
+        """Windows that went through a forward together with another stream's window."""
+        return self.scheduler.stats.shared_windows if self.scheduler is not None else 0
 
     def _open(self) -> Any:
         if self.scheduler is None:
@@ -108,20 +112,12 @@ class ComputePool:
         self._waiters.append(waiter)
         await waiter
 
-    def _tick(self) -> tuple[dict[int, list[Event]], int]:
-        assert self.scheduler is not None
-        before = self.scheduler.pending()
-        events = self.scheduler.tick()
-        return events, before - self.scheduler.pending()
-
     async def _tick_until_idle(self) -> None:
         try:
             await asyncio.sleep(self.batch_wait_s)  # let other streams' due windows join this batch
             while self.scheduler is not None and self.scheduler.pending():
-                events, ran = await self.run(self._tick)
+                events = await self.run(self.scheduler.tick)
                 self.ticks += 1
-                if len(events) > 1:
-                    self.batched_windows += ran
                 for sid, evs in events.items():
                     self.outbox.setdefault(sid, []).extend(evs)
         finally:

@@ -108,6 +108,7 @@ class PauseSwitch:
     def __init__(self) -> None:
         self._running = asyncio.Event()
         self._running.set()
+        self.holding = 0  # sources now parked in `wait_running` (tests wait on this, not on time)
 
     @property
     def paused(self) -> bool:
@@ -122,7 +123,11 @@ class PauseSwitch:
         return self.paused
 
     async def wait_running(self) -> None:
-        await self._running.wait()
+        self.holding += 1
+        try:
+            await self._running.wait()
+        finally:
+            self.holding -= 1
 
 
 async def paced_blocks(

@@ -35,6 +35,7 @@ class SchedulerStats:
     ticks: int = 0
     forwards: int = 0
     windows: int = 0
+    shared_windows: int = 0  # windows that went through a forward with another stream's window
     compute_ms: list[float] = field(default_factory=list)  # per tick, only with a clock
     queue_ms: list[float] = field(default_factory=list)  # per window, submit to delivery
     per_stream_windows: dict[int, int] = field(default_factory=lambda: defaultdict(int))
@@ -131,6 +132,8 @@ class Scheduler:
         for (_, want), group in groups.items():
             out = self.models.run_windows(np.stack([r.samples for r in group]), want)
             self.stats.forwards += 1
+            if len({r.stream_id for r in group}) > 1:
+                self.stats.shared_windows += len(group)
             for i, r in enumerate(group):
                 results[(r.stream_id, r.seq)] = (out, i)
         compute_ms = None if t0 is None else 1000.0 * (self.clock() - t0)  # type: ignore[misc]

@@ -116,7 +116,13 @@ def test_hub_id_while_offline(tiny: dict[str, Path], tmp_path: Path, monkeypatch
     assert code == 2 and len(err) == 1 and "nobody/no-such-model" in err[0]
 
 
-async def test_feed_batches_audio_from_two_clients(tiny: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("batched", [
+    False,
+    pytest.param(True, marks=pytest.mark.xfail(strict=False, reason=(
+        "issue 23 item 1: with the pool's global idle() barrier the two clients' windows often land "
+        "in alternate ticks (seen: 8 ticks, each of one stream); the compute redesign makes this hold"))),
+])
+async def test_feed_batches_audio_from_two_clients(tiny: dict[str, Path], tmp_path: Path, batched: bool) -> None:
     from websockets.asyncio.client import connect
 
     from app.engine_setup import ModelChoice, load_engine
@@ -160,6 +166,9 @@ async def test_feed_batches_audio_from_two_clients(tiny: dict[str, Path], tmp_pa
         # the same audio gives the same captions on both streams
         finals = [[m["text"] for m in got if m["type"] == "caption_final"] for got in (a, b)]
         assert finals[0] == finals[1]
+        if batched:  # and the two clients' windows went through shared forwards
+            stats = session.pool.scheduler.stats
+            assert session.pool.batched_windows > 0 and stats.forwards < stats.windows, stats
     finally:
         await session.close()
 

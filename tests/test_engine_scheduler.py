@@ -57,16 +57,27 @@ def test_scheduler_gives_each_stream_the_synchronous_events():
 
 
 def test_only_equal_length_windows_share_a_forward():
+    """Each forward gets windows of one head group at that group's own length (no padding up to
+    a longer window of another group); flush windows are shorter and run alone."""
     models = ScriptedModels(num_speakers=2)
-    sched = Engine(models, NO_DEGRADE).scheduler(max_batch=8)
+    engine = Engine(models, NO_DEGRADE)
+    sched = engine.scheduler(max_batch=8)
     for i in range(3):
         s = sched.add_stream()
         sched.submit(s.stream_id, _audio(i))
     sched.run_until_idle()
+    ticked, models.calls[:] = list(models.calls), []
     for s in list(sched.streams.values()):
         sched.flush(s.stream_id)
-    # the fake checks (B, N) float32 shape; every call had a single length by construction
-    assert {want for _, _, want in models.calls} == {frozenset({"ctc"}), frozenset({"diar"})}
+    length = {frozenset({"ctc"}): engine.config.ctc.window_samples,
+              frozenset({"diar"}): engine.config.diar.window_samples}
+    assert length[frozenset({"ctc"})] != length[frozenset({"diar"})]  # two lengths meet in the ticks
+    assert {want for _, _, want in ticked} == set(length)
+    for batch, samples, want in ticked:
+        assert samples == length[want], (batch, samples, want)
+    assert sum(batch for batch, _, _ in ticked) == sched.stats.windows
+    assert max(batch for batch, _, _ in ticked) > 1
+    assert models.calls and all(batch == 1 and 0 < samples < length[want] for batch, samples, want in models.calls)
 
 
 def test_fair_round_robin_under_uneven_load():

@@ -247,10 +247,10 @@ def test_language_model_revises_caption_text(with_speakers):
 
 def test_real_beam_decoder_plugs_in():
     """models.lm.CTCBeamDecoder without an LM agrees with greedy decoding: no text revisions."""
-    lm_mod = pytest.importorskip("models.lm")
     from engine.fakes import LIBRI_TOKENS
+    from models.lm import CTCBeamDecoder
 
-    decoder = lm_mod.CTCBeamDecoder(list(LIBRI_TOKENS), 0, "|", lm=None)
+    decoder = CTCBeamDecoder(list(LIBRI_TOKENS), 0, "|", lm=None)
     engine = Engine(ScriptedModels(heads=frozenset({"ctc"})), EngineConfig(), lm=decoder)
     events = _feed(engine, AUDIO, [4000])
     assert _final_words(events) == TEXT
@@ -260,7 +260,6 @@ def test_real_beam_decoder_plugs_in():
 
 
 def test_engine_builds_the_lm_decoder_with_the_configured_beam_and_merging(tmp_path):
-    pytest.importorskip("models.lm")
     from models.lm.arpa import count_ngrams, estimate, normalize_line, write_arpa
 
     path = tmp_path / "lm.arpa.gz"

@@ -117,7 +117,6 @@ def test_partial_work_is_bounded_by_frames():
 def test_beam_search_work_is_bounded_by_the_beam():
     """The partial decoder is the LM decoder at `partial_lm_beam`; flashlight's LM is asked for
     at most beam x tokens-per-frame scores per frame, whatever the audio's length."""
-    lm_mod = pytest.importorskip("models.lm")
     from flashlight.lib.text.decoder import LM
 
     from models.lm.arpa import count_ngrams, estimate, normalize_line, write_arpa
@@ -156,7 +155,6 @@ def test_beam_search_work_is_bounded_by_the_beam():
             d._lm = counting
             d.decode(lp)
             assert 0 < counting.calls <= len(lp) * beam * tokens_per_frame, (beam, counting.calls)
-    del lm_mod
 
 
 def test_under_load_partials_fall_back_to_greedy():

@@ -243,9 +243,6 @@ def test_warm_start_from_an_export_and_a_bf16_step(tiny_corpus, tmp_path):
 
 
 def test_training_waits_while_the_pause_file_exists(tiny_corpus, tmp_path):
-    import threading
-    import time
-
     from training.model import ArchConfig
     from training.train import TrainConfig, Trainer
 
@@ -254,13 +251,19 @@ def test_training_waits_while_the_pause_file_exists(tiny_corpus, tmp_path):
     trainer = Trainer(run, Corpus(tiny_corpus), ArchConfig.tiny(), TrainConfig.smoke())
     (run / "PAUSE").touch()
     logs: list[str] = []
-    waiter = threading.Thread(target=trainer._wait_while_paused, args=(logs.append,))
-    waiter.start()
-    time.sleep(0.8)
-    assert waiter.is_alive() and logs == [f"[train] paused at step 0 (remove {run / 'PAUSE'} to continue)"]
-    (run / "PAUSE").unlink()
-    waiter.join(timeout=5)
-    assert not waiter.is_alive() and logs[-1] == "[train] resumed at step 0"
+    naps: list[float] = []
+
+    def fake_sleep(seconds: float) -> None:  # a fake clock: the file goes on the third nap
+        naps.append(seconds)
+        assert logs == [f"[train] paused at step 0 (remove {run / 'PAUSE'} to continue)"]
+        if len(naps) == 3:
+            (run / "PAUSE").unlink()
+        assert len(naps) <= 3, "still waiting after the pause file was removed"
+
+    trainer._wait_while_paused(logs.append, sleep=fake_sleep)
+    assert naps == [0.5, 0.5, 0.5] and logs[-1] == "[train] resumed at step 0" and len(logs) == 2
+    trainer._wait_while_paused(logs.append, sleep=fake_sleep)  # no pause file: no wait, no log
+    assert len(naps) == 3 and len(logs) == 2
 
 
 def test_clustering_threshold_is_tuned_on_validation_conversations(tiny_corpus, tmp_path):

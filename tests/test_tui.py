@@ -65,13 +65,17 @@ async def test_pause_help_save_and_quit_keys(tmp_path) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: session.runner is not None and session.runner.meter.audio_samples > 0)
         await pilot.press("p")
-        assert session.runner.pause.paused
-        await pilot.pause(0.15)
-        assert str(app.w_level.render()) == "PAUSED"
+        pause = session.runner.pause
+        assert pause.paused
+        await wait_for(pilot, lambda: str(app.w_level.render()) == "PAUSED")
+        # the file reader is parked on the pause, and every block it read has been taken in
+        await wait_for(pilot, lambda: pause.holding == 1 and session.runner._queue.empty())
         fed = session.runner.meter.audio_samples
-        await pilot.pause(0.3)  # at 4x, 0.3 s would be 1.2 s of audio if the pause leaked
-        assert session.runner.meter.audio_samples - fed <= 1600
+        for _ in range(20):  # the app keeps running (refreshes, engine results): nothing more is read
+            await pilot.pause()
+        assert pause.holding == 1 and session.runner.meter.audio_samples == fed
         await pilot.press("p")
+        await wait_for(pilot, lambda: session.runner.meter.audio_samples > fed)  # and reading resumes
         assert not session.runner.pause.paused
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)

@@ -302,14 +302,14 @@ class Trainer:
         log(f"[train] done: step {self.step}, {self.elapsed_s / 60:.1f} min; checkpoint {self.out / 'checkpoint.pt'}")
 
 
-    def _wait_while_paused(self, log) -> None:
+    def _wait_while_paused(self, log, sleep=time.sleep) -> None:
         """Hold between steps while OUT/PAUSE exists (benchmarks need the cores); paused time is
-        not training time, so the schedule is unchanged."""
+        not training time, so the schedule is unchanged. `sleep` is injectable for tests."""
         pause = self.out / "PAUSE"
         if pause.exists():
             log(f"[train] paused at step {self.step} (remove {pause} to continue)")
             while pause.exists():
-                time.sleep(0.5)
+                sleep(0.5)
             log(f"[train] resumed at step {self.step}")
 
 
