@@ -202,14 +202,19 @@ class StreamRunner:
         )
 
     async def _produce(self, blocks: AsyncIterator[AudioBlock]) -> None:
+        cancelled = False
         try:
             async for block in blocks:
                 if self.pause.paused:
                     continue  # a paused live source is dropped (files wait in paced_blocks)
                 self._queued_samples += len(block.samples)
                 await self._queue.put(block)
+        except asyncio.CancelledError:
+            cancelled = True  # the runner is going away and reads no end marker: waiting on a
+            raise  # full queue for room to put one would never end (and hang loop shutdown)
         finally:
-            await self._queue.put(None)
+            if not cancelled:
+                await self._queue.put(None)
 
     def _report_load(self) -> None:
         report = getattr(self.stream, "report_load", None)

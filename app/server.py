@@ -26,6 +26,7 @@ import base64
 import binascii
 import hmac
 import json
+import logging
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -36,6 +37,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from websockets.exceptions import ConnectionClosed
+
 from app.bus import EventBus, Subscription
 from app.feed_http import handle_http, page_files, response
 from app.feed_json import ControlError, parse_control, short
@@ -43,6 +46,8 @@ from app.live import StreamRunner
 from app.sources import AudioBlock
 from app.writers import SessionRecord
 from engine.timebase import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 20
@@ -301,11 +306,25 @@ class FeedServer:
         self.started_at = time.monotonic()
         return self._server.sockets[0].getsockname()[1]
 
-    async def close(self) -> None:
-        """Stop listening and close every connection."""
+    async def close(self, flush_timeout_s: float = 5.0) -> None:
+        """Stop listening, close every connection (1001), and end the client streams still running.
+
+        Their audio is closed so each stream flushes what it had (its events stay in the session's
+        log); a stream still busy after `flush_timeout_s` is cancelled.
+        """
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        tasks = [s.task for s in self.sessions.values() if s.task is not None and not s.task.done()]
+        for session in self.sessions.values():
+            if session.audio is not None:
+                session.audio.close()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=flush_timeout_s)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=flush_timeout_s)
 
     async def _send(self, ws: Any, message: dict[str, Any]) -> None:
         await ws.send(json.dumps(message, separators=(",", ":")))
@@ -334,8 +353,6 @@ class FeedServer:
         return sum(c.sub.dropped for c in self.connections if c.sub is not None)
 
     async def _handle(self, ws: Any) -> None:
-        from websockets.exceptions import ConnectionClosed
-
         if len(self.connections) >= self.max_clients:
             self.refused_clients += 1
             await ws.close(CLOSE_TRY_AGAIN_LATER, f"server full: {self.max_clients} clients connected (--max-clients)")
@@ -394,7 +411,13 @@ class _Connection:
         if session is not None:
             await self._follow(session, after_seq)
         async for message in self.ws:
-            await self._on_message(message)
+            try:
+                await self._on_message(message)
+            except ConnectionClosed:
+                raise
+            except Exception:  # a bug, not the client's fault: say so, log it, keep serving
+                log.exception("feed: failed to handle a client message")
+                await server._error(self.ws, "internal error while handling this message (logged on the server)")
 
     async def _follow(self, session: FeedSession, after_seq: int | None) -> None:
         """Subscribe to `session`; with `after_seq`, first replay what the log still holds."""
@@ -496,7 +519,7 @@ class _Connection:
         if not isinstance(rate, int) or isinstance(rate, bool) or rate not in ALLOWED_RATES:
             await server._error(self.ws, f"`sample_rate` must be an integer in 8000..192000, got {short(rate)}")
             return
-        if fmt not in FORMATS:
+        if not isinstance(fmt, str) or fmt not in FORMATS:
             await server._error(self.ws, f"`format` must be one of {sorted(FORMATS)}, got {short(fmt)}")
             return
         if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= 8:
