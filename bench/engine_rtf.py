@@ -38,8 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-BLOCK = 1600  # 100 ms, a typical audio callback
-SR = 16000
+from engine.timebase import SAMPLE_RATE as SR  # noqa: E402
+
+BLOCK = SR // 10  # 100 ms, a typical audio callback
 
 
 # -- set-up -------------------------------------------------------------------------------------

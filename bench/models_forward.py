@@ -20,8 +20,8 @@ import time
 import torch
 
 import models
+from engine.timebase import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 FP32_ATOL = 1e-4
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.scoring import Segment, read_rttm  # noqa: F401  (read_rttm re-exported)
+from engine.timebase import SAMPLE_RATE
 
-SAMPLE_RATE = 16000
 GRID_SAMPLES = 160  # 10 ms placement grid
 FRAME_HOP_SAMPLES = 320
 FRAME_WINDOW_SAMPLES = 400  # receptive field of the standard conv front-end

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from models import UniSpeechSatForPreTraining
+from engine.timebase import SAMPLE_RATE
 from models.pretraining import DICTIONARY_SPECIALS, MixingConfig, ObjectiveConfig, init_for_pretraining, \
     mix_utterances, pretraining_losses
 from training.corpus import Corpus
@@ -45,7 +46,6 @@ from training.model import ArchConfig, base_config
 from training.pretrain_targets import LABEL_RATE_HZ, load_targets
 from training.train import learning_rate
 
-SAMPLE_RATE = 16000
 _LOGGED = ("total", "masked_prediction", "contrastive", "diversity", "features_penalty", "masked_accuracy",
            "contrastive_accuracy", "code_perplexity")
 _SHORT = {"total": "loss", "masked_prediction": "pred", "contrastive": "contr", "diversity": "div",

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.ctc_vocab import CTCVocab
 from training.batches import BatchSampler, pit_bce
 from training.corpus import Corpus
 from training.grow import exported_depth, grow_state
@@ -313,14 +314,13 @@ class Trainer:
             log(f"[train] resumed at step {self.step}")
 
 
+_VOCAB = CTCVocab(CTC_TOKENS)
+
+
 def greedy_decode(ids: list[int]) -> str:
-    """Greedy CTC: collapse repeats, drop the blank and special tokens (ids < 4), `|` -> space."""
-    chars, prev = [], None
-    for i in ids:
-        if i != prev and i >= 4:
-            chars.append(CTC_TOKENS[i])
-        prev = i
-    return " ".join("".join(chars).replace("|", " ").split())
+    """Greedy CTC text of per-frame ids (`models.ctc_vocab.CTCVocab.decode`, specials dropped),
+    words separated by single spaces."""
+    return " ".join(_VOCAB.decode(ids, skip_special_tokens=True).split())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
-SAMPLE_RATE = 16000
+from engine.timebase import SAMPLE_RATE
+
 TRIM_BLOCK_SAMPLES = 160  # 10 ms: trimmed utterances start and end on this grid (exact RTTM)
 
 ESPEAK_ACCENTS: tuple[str, ...] = (

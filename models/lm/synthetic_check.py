@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from models.ctc_vocab import CTCVocab
 from models.lm.arpa import count_ngrams, estimate, write_arpa
 from models.lm.build import read_sentences, read_vocab
 from models.lm.decoder import CTCBeamDecoder
@@ -95,14 +96,11 @@ def noisy_logits(words: Sequence[str], tokens: Sequence[str], rng: np.random.Gen
 
 def greedy_words(logits: np.ndarray, tokens: Sequence[str], blank_id: int = 0,
                  delimiter: str = "|") -> list[str]:
-    """Best path: argmax, merge repeats, drop blanks, split at the delimiter."""
-    text, prev = [], -1
-    for idx in logits.argmax(axis=1):
-        if idx != prev and idx != blank_id:
-            tok = tokens[idx]
-            text.append(" " if tok == delimiter else tok if len(tok) == 1 else "")
-        prev = idx
-    return "".join(text).split()
+    """Best path (`models.ctc_vocab.CTCVocab.decode`): argmax, merge repeats, drop blanks and
+    multi-character tokens, split at the delimiter."""
+    specials = frozenset(t for t in tokens if len(t) > 1 and t != delimiter)
+    vocab = CTCVocab(tuple(tokens), blank_id, delimiter, specials)
+    return vocab.decode(logits.argmax(axis=1).tolist(), skip_special_tokens=True).split()
 
 
 def edit_distance(ref: Sequence, hyp: Sequence) -> int:
