@@ -200,7 +200,7 @@ def test_demo_renders_captions_lanes_revisions_and_exports(browser: Any, tmp_pat
         assert sorted(lanes) == sorted(
             [s, sum(t["speaker"] == s for t in turns), sum(t["speaker"] == s and t["overlap"] for t in turns)]
             for s in {t["speaker"] for t in turns})
-        assert len(lanes) >= 2 and any(t["overlap"] for t in turns)
+        assert len(lanes) >= 2  # (whether the demo's turns overlap is up to the engine; see below)
         colours = browser.execute_script(
             "return [...document.querySelectorAll('#speakers .swatch')].map(s => s.style.background);")
         assert len(colours) == len(set(colours)) >= 2
@@ -248,6 +248,15 @@ def test_revision_in_place_names_partials_autoscroll_and_stream_choice(browser: 
     assert len(page_captions(browser)) == 1
     verified = browser.find_element(By.CSS_SELECTOR, '#speakers li[data-speaker="Alice"] .verified')
     assert "Alice 0.83" in verified.text
+
+    # overlapping speech: two lanes whose bars cover the same stretch of time, marked as overlap
+    fake_server.publish(SpeakerTurn(1, "Alice", 0, 150), SpeakerTurn(2, "unknown-1", 100, 250, overlap=True))
+    wait_for(browser, "document.querySelectorAll('#lanes .turn').length === 2")
+    bars = browser.execute_script("""return [...document.querySelectorAll('#lanes .lane')].map(l => {
+        const r = l.querySelector('.turn').getBoundingClientRect();
+        return [l.dataset.speaker, r.left, r.right, l.querySelector('.turn').classList.contains('overlap')]; });""")
+    assert [b[0] for b in bars] == ["Alice", "unknown-1"] and [b[3] for b in bars] == [False, True]
+    assert bars[1][1] < bars[0][2]  # the second speaker starts before the first one stops
 
     # auto-scroll: on, the newest caption is in view; paused, the view stays where it is
     fake_server.publish(*[final(i, f"line {i}", start=100 * i) for i in range(2, 80)])
