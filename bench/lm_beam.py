@@ -8,7 +8,7 @@ beam 32 measured in the same run, frames decoded per frame, and the WER over the
 words (a small sample: the accuracy figures that matter are `training.evaluate --tune-lm`'s,
 docs/lm.md).
 
-    .venv/bin/python -m bench.lm_beam [--beams 32 64 128 256] [--log-add on off] [--repeats 3]
+    .venv/bin/python -m bench.lm_beam [--beams 32 64 128 256] [--log-add on off] [--repeats 3] [--lm A.arpa.gz B.arpa.gz]
 
 Pause training first (`touch RUN/PAUSE`) so the cores are not shared.
 """
@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--beams", type=int, nargs="+", default=[32, 64, 128, 256])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--lm", nargs="+", type=Path, default=None,
+                        help="ARPA LMs to compare (default: the one beside the embedded model); each with the "
+                             "lm_weights.json beside it")
     parser.add_argument("--log-add", nargs="+", default=["on"], choices=("on", "off"),
                         help="how the decoder merges hypotheses: on sums them (the default), off keeps the best")
     args = parser.parse_args(argv)
@@ -83,24 +86,29 @@ def main(argv: list[str] | None = None) -> None:
     log_probs, reference, seconds = demo_log_probs()
     vocab = CTCVocab.from_pretrained(MODEL)
     modes = sorted(set(args.log_add), key=("off", "on").index)
-    bases = {mode: CTCBeamDecoder(list(vocab.tokens), vocab.blank_id, "|", lm=find_language_model(MODEL),
-                                  log_add=mode == "on") for mode in modes}
-    base = bases[modes[0]]
     print(f"demo turns: {seconds:.1f} s, {len(log_probs)} frames, {len(reference.split())} words; "
-          f"LM weights alpha {base.alpha}, beta {base.beta}; best of {args.repeats} runs on one thread")
-    print(f"| beam | log-add | CPU ms per audio s | vs beam 32, log-add {modes[0]} | frames decoded per frame | demo WER |")
-    print("| --- | --- | --- | --- | --- | --- |")
+          f"best of {args.repeats} runs on one thread")
+    print(f"| LM | beam | log-add | CPU ms per audio s | vs first row | frames decoded per frame | demo WER |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     baseline = None
-    for width in sorted(set(args.beams) | {32}):
-        for mode in modes:
-            decoder = bases[mode].with_beam_width(width)
-            runs = [stream(decoder, log_probs) for _ in range(args.repeats)]
-            words, _, decoded = runs[0]
-            cpu = min(r[1] for r in runs)
-            baseline = cpu if baseline is None else baseline  # the first row: beam 32, first mode
-            wer = word_error_rate([reference], [" ".join(words).upper()])
-            print(f"| {width} | {mode} | {1000 * cpu / seconds:.0f} | {cpu / baseline:.2f}x | "
-                  f"{decoded / len(log_probs):.1f} | {100 * wer:.1f} % |", flush=True)
+    for lm in args.lm or [find_language_model(MODEL)]:
+        t0, c0 = time.monotonic(), time.process_time()
+        bases = {mode: CTCBeamDecoder(list(vocab.tokens), vocab.blank_id, "|", lm=lm, log_add=mode == "on")
+                 for mode in modes}
+        base = bases[modes[0]]
+        print(f"LM {lm}: {Path(lm).stat().st_size / 1e6:.1f} MB, loaded in {time.monotonic() - t0:.1f} s "
+              f"({time.process_time() - c0:.1f} s CPU, {len(modes)}x); alpha {base.alpha}, beta {base.beta}, "
+              f"blank penalty {base.blank_penalty}", flush=True)
+        for width in sorted(set(args.beams) | {32}):
+            for mode in modes:
+                decoder = bases[mode].with_beam_width(width)
+                runs = [stream(decoder, log_probs) for _ in range(args.repeats)]
+                words, _, decoded = runs[0]
+                cpu = min(r[1] for r in runs)
+                baseline = cpu if baseline is None else baseline  # the first row: first LM, beam 32, first mode
+                wer = word_error_rate([reference], [" ".join(words).upper()])
+                print(f"| {Path(lm).parent.name}/{Path(lm).name} | {width} | {mode} | {1000 * cpu / seconds:.0f} | "
+                      f"{cpu / baseline:.2f}x | {decoded / len(log_probs):.1f} | {100 * wer:.1f} % |", flush=True)
 
 
 if __name__ == "__main__":

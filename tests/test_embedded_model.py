@@ -40,7 +40,14 @@ def test_shipped_folders_fit_budget_and_share_the_encoder():
     from safetensors.torch import load_file
 
     total = sum(p.stat().st_size for h in HEADS for p in (EMBEDDED / h).iterdir())
-    assert total <= 40 * 1024 * 1024
+    assert total <= 60 * 1024 * 1024  # issue 22: 60 MB in all, the weights within about 40 MB
+    assert sum((EMBEDDED / h / "model.safetensors").stat().st_size for h in HEADS) <= 40 * 1024 * 1024
+    from models.lm import find_language_model
+
+    lm = find_language_model(EMBEDDED / "ctc")
+    if lm is not None and (lm.parent / "lm_build.json").is_file():  # a derived LM ships its licence
+        notice = json.loads((lm.parent / "lm_build.json").read_text())["notice"]
+        assert "Carnegie Mellon" in (lm.parent / notice).read_text()
     tensors = {h: load_file(str(EMBEDDED / h / "model.safetensors")) for h in HEADS}
     encoder = {k: v for k, v in tensors["ctc"].items() if k.startswith("unispeech_sat.")}
     assert len(encoder) > 20

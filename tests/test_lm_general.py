@@ -241,3 +241,13 @@ def test_cli_lm_options_refuse_bad_paths_in_one_line(tmp_path, capsys):
     assert main(["--input", str(audio), "--headless", "--lm-text", str(tmp_path / "none.txt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --lm-text") and "no such file" in err[0]
+
+
+def test_held_out_sentences_read_text_and_corpus_jsonl(tmp_path):
+    from models.lm.general import held_out_sentences
+
+    (tmp_path / "a.txt").write_text("Hello, World!\n\n")
+    (tmp_path / "val.jsonl").write_text('{"id": "v1", "text": "THE CAT"}\n{"id": "v2", "text": "THE CAT"}\n'
+                                        '{"id": "v3", "text": "A DOG"}\n')
+    assert held_out_sentences([tmp_path / "a.txt", tmp_path / "val.jsonl"]) == [
+        ["hello", "world"], ["the", "cat"], ["a", "dog"]]

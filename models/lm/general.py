@@ -1,7 +1,7 @@
 """Build the shipped word LM: CMU's general US-English 3-gram, pruned, mixed with the domain text's.
 
     python -m models.lm.general --text lm_text.txt extra.txt --vocab /usr/share/dict/american-english \
-        --tune-text val.txt --out models/embedded/ctc/lm.arpa.gz
+        --tune-text val.jsonl --out models/embedded/ctc/lm.arpa.gz
 
 Steps: read pocketsphinx's `en-us.lm.bin` (`models.lm.sphinx`: pocketsphinx's own ARPA writer
 crashes on it), keep the `--bigrams`/`--trigrams` n-grams that matter most
@@ -24,7 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from models.lm.arpa import NgramModel, count_ngrams, estimate, validate_arpa, write_arpa
+from models.lm.arpa import NgramModel, count_ngrams, estimate, normalize_line, validate_arpa, write_arpa
 from models.lm.build import read_sentences, read_vocab
 from models.lm.mix import interpolate, mixture_perplexities, perplexity, prune_weighted_difference
 from models.lm.sphinx import read_sphinx_trie
@@ -64,6 +64,20 @@ def write_notice(out_dir: Path, sphinx_path: Path, licence: str) -> Path:
     return path
 
 
+def held_out_sentences(paths: Sequence[str]) -> list[list[str]]:
+    """Normalised sentences of text files, or of the distinct `text` fields of `.jsonl` files (a
+    corpus split such as val.jsonl)."""
+    out: list[list[str]] = []
+    for path in paths:
+        if str(path).endswith(".jsonl"):
+            with open(path, encoding="utf-8") as f:
+                texts = dict.fromkeys(json.loads(line)["text"] for line in f if line.strip())
+            out += [w for w in (normalize_line(t) for t in texts) if w]
+        else:
+            out += list(read_sentences([str(path)]))
+    return out
+
+
 def _log(progress: TextIO | None, message: str) -> None:
     if progress is not None:
         progress.write(message + "\n")
@@ -98,7 +112,7 @@ def build_general(
     if weight is None:
         if not tune_text:
             raise ValueError("give --weight or --tune-text (held-out validation text) to choose it")
-        held = list(read_sentences(tune_text))
+        held = held_out_sentences(tune_text)
         for lam, (ppl, n, oov) in zip(weights, mixture_perplexities([general, domain], held, weights)):
             tuning.append({"weight": lam, "perplexity": round(ppl, 2), "words": n, "oov": oov})
             _log(progress, f"  weight {lam:.2f}: perplexity {ppl:.1f} ({n:,} words, {oov} OOV)")
@@ -144,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--bigrams", type=int, default=DEFAULT_BIGRAMS, help="general bigrams kept")
     p.add_argument("--trigrams", type=int, default=DEFAULT_TRIGRAMS, help="general trigrams kept")
     p.add_argument("--weight", type=float, help="weight of the general model (0..1)")
-    p.add_argument("--tune-text", nargs="+", default=[], help="held-out text: pick the weight by perplexity")
+    p.add_argument("--tune-text", nargs="+", default=[], help="held-out text (or a corpus split's .jsonl): pick the weight by perplexity")
     p.add_argument("--weights", type=float, nargs="+", default=list(DEFAULT_WEIGHTS), help="weights tried")
     args = p.parse_args(argv)
     for path in [*args.text, *args.tune_text, *([args.vocab] if args.vocab else []),

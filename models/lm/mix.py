@@ -209,7 +209,7 @@ def interpolate(models: Sequence[NgramModel], weights: Sequence[float]) -> Ngram
             if k < m.order:
                 grams.update(m.orders[k])
         table: dict[Ngram, tuple[float, float | None]] = {}
-        for g in grams:
+        for g in sorted(grams):  # a fixed order: the same sums, the same file, in every process
             lp = LOG10_ZERO if g[-1] == BOS else mixed(g[-1], g[:-1])
             table[g] = (lp, None)
         orders.append(table)
