@@ -355,7 +355,7 @@ class FeedServer:
     async def _handle(self, ws: Any) -> None:
         if len(self.connections) >= self.max_clients:
             self.refused_clients += 1
-            await ws.close(CLOSE_TRY_AGAIN_LATER, f"server full: {self.max_clients} clients connected (--max-clients)")
+            await ws.close(CLOSE_TRY_AGAIN_LATER, f"server full: at most {self.max_clients} clients (--max-clients)")
             return
         conn = _Connection(self, ws)
         self.connections.add(conn)
