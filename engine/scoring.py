@@ -1,4 +1,5 @@
-"""Scorers: diarization error rate (md-eval rules), word and character error rate.
+"""Scorers: diarization error rate (md-eval rules), word and character error rate, and the equal
+error rate and operating points of speaker verification.
 
 One implementation, shared by the real-recording evaluation (`app.evaluate_folder`), training's
 evaluations and the benchmarks. Pure computation on values (RTTM is parsed from text), no I/O.
@@ -198,3 +199,71 @@ def diarization_error(reference: list[Segment], hypothesis: list[Segment], colla
     confusion = float(np.minimum(n_ref, n_hyp).sum()) - best
     return DerResult(total_ref / 1000, miss / 1000, fa / 1000, confusion / 1000)
 
+
+# -- speaker verification: equal error rate and operating points --------------------------------
+# One convention for every caller (calibration, training's evaluations, fine-tuning): a trial is
+# accepted when score >= threshold, and a reported threshold is the middle of the score interval
+# that gives the reported rates (halfway between the highest impostor and the lowest target when
+# the sets separate), so it keeps the same rates on these scores and a margin on new ones.
+
+
+def _error_rates(target: np.ndarray, impostor: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false-accept rate, false-reject rate) at each threshold; a trial is accepted if score >= t."""
+    t_sorted, i_sorted = np.sort(target), np.sort(impostor)
+    frr = np.searchsorted(t_sorted, thresholds, side="left") / t_sorted.size
+    far = (i_sorted.size - np.searchsorted(i_sorted, thresholds, side="left")) / i_sorted.size
+    return far, frr
+
+
+def _check_scores(target: np.ndarray, impostor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    t, i = np.asarray(target, dtype=np.float64).ravel(), np.asarray(impostor, dtype=np.float64).ravel()
+    if t.size == 0 or i.size == 0:
+        raise ValueError(f"need target and impostor scores, got {t.size} target and {i.size} impostor")
+    if not (np.all(np.isfinite(t)) and np.all(np.isfinite(i))):
+        raise ValueError("scores must be finite")
+    return t, i
+
+
+def _candidates(t: np.ndarray, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(thresholds, representative thresholds): every observed score plus one above them all.
+
+    The error rates are constant for thresholds in (u[j-1], u[j]], so each candidate u[j] is
+    reported as the middle of that interval: the same rates on these scores, more margin on new ones.
+    """
+    u = np.unique(np.concatenate([t, i]))
+    cand = np.append(u, np.nextafter(u[-1], np.inf))
+    rep = cand.copy()
+    rep[1:-1] = (u[:-1] + u[1:]) / 2.0
+    return cand, rep
+
+
+def equal_error_rate(target: np.ndarray, impostor: np.ndarray) -> tuple[float, float]:
+    """(EER, threshold): where the false-accept and false-reject rates are closest.
+
+    The EER is the mean of the two rates there (they meet exactly only with enough trials).
+    Accept rule: score >= threshold. The threshold is the middle of the score interval that gives
+    those rates, so when the two sets separate it lies halfway between the highest impostor and
+    the lowest target score, with an EER of 0.
+    """
+    t, i = _check_scores(target, impostor)
+    cand, rep = _candidates(t, i)
+    far, frr = _error_rates(t, i, cand)
+    # among equally close points prefer the one with the fewest total errors, then the lowest threshold
+    best = np.lexsort((cand, far + frr, np.abs(far - frr)))[0]
+    return float((far[best] + frr[best]) / 2.0), float(rep[best])
+
+
+def threshold_at_far(target: np.ndarray, impostor: np.ndarray, far: float) -> dict[str, float]:
+    """The lowest threshold whose false-accept rate is at most `far`, with the FRR it costs.
+
+    `resolvable` is False when there are too few impostor trials (fewer than 10 / far) for the
+    rate to mean much.
+    """
+    if not 0.0 <= far < 1.0:
+        raise ValueError(f"far must be in [0, 1), got {far}")
+    t, i = _check_scores(target, impostor)
+    cand, rep = _candidates(t, i)
+    far_at, frr_at = _error_rates(t, i, cand)
+    k = np.flatnonzero(far_at <= far)[0]  # far_at falls as the threshold rises: the first is lowest
+    return {"far": far, "threshold": float(rep[k]), "far_measured": float(far_at[k]),
+            "frr": float(frr_at[k]), "resolvable": bool(i.size * far >= 10)}
