@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator, Callable
 import numpy as np
 
 from app.errors import AppError, NoMicrophone
+from engine import audio as engine_audio
 from engine.timebase import SAMPLE_RATE
 
 BLOCK_SAMPLES = 1600  # 100 ms blocks at 16 kHz: small enough for live captions, cheap per block
@@ -42,24 +43,13 @@ class InputCheck:
     silent: bool
 
 
-def _resample(samples: np.ndarray, rate: int) -> np.ndarray:
-    if rate == SAMPLE_RATE:
-        return np.ascontiguousarray(samples, dtype=np.float32)
-    import soxr
-
-    return soxr.resample(samples, rate, SAMPLE_RATE, quality="HQ").astype(np.float32, copy=False)
-
-
 def to_mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Mix (frames, channels) or (frames,) audio down to mono and resample it to 16 kHz float32."""
-    if rate <= 0:
-        raise AppError(f"sample rate must be positive, got {rate}")
-    samples = np.asarray(samples, dtype=np.float32)
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1, dtype=np.float32)
-    elif samples.ndim != 1:
-        raise AppError(f"audio must be 1-D or (frames, channels), got shape {samples.shape}")
-    return _resample(samples, rate)
+    """Mix (frames, channels) or (frames,) audio down to mono and resample it to 16 kHz float32
+    (`engine.audio.to_mono_16k`); a bad rate or shape is an `AppError`."""
+    try:
+        return engine_audio.to_mono_16k(samples, rate)
+    except ValueError as exc:
+        raise AppError(str(exc)) from None
 
 
 def check_samples(samples: np.ndarray, what: str) -> InputCheck:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from engine.audio import to_mono_16k
 from engine.scoring import equal_error_rate, threshold_at_far  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
@@ -298,16 +299,11 @@ def list_trials(trials: str | os.PathLike[str]) -> dict[str, list[Path]]:
 
 
 def read_clip(path: Path) -> np.ndarray:
-    """A file as 16 kHz mono float32 (channels averaged, other rates resampled with soxr)."""
+    """A file as 16 kHz mono float32 (`engine.audio.to_mono_16k`: channels averaged, resampled)."""
     import soundfile as sf
 
     audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    mono = audio.mean(axis=1)
-    if rate != 16000:
-        import soxr
-
-        mono = soxr.resample(mono, rate, 16000)
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    return to_mono_16k(audio, int(rate))
 
 
 def _is_rate(text: str) -> bool:
