@@ -281,6 +281,11 @@ class FeedServer:
         """Plain HTTP goes to app.feed_http; a websocket upgrade needs the token when one is set."""
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return handle_http(self, request, self.authorised(request))
+        origin = request.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc.lower() != request.headers.get("Host", "").lower():
+            # a page from another site in the user's browser (browsers let any page open a
+            # websocket anywhere): it must not read the captions or send audio
+            return response(HTTPStatus.FORBIDDEN, f"cross-origin websocket refused (Origin {origin[:80]})\n")
         if not self.authorised(request):
             return response(
                 HTTPStatus.UNAUTHORIZED,

@@ -134,6 +134,22 @@ async def test_browser_token_by_subprotocol_and_static_files_without_it() -> Non
         await server.close()
 
 
+async def test_websockets_from_other_sites_pages_are_refused() -> None:
+    server, bus, port = await make_server()
+    url = f"ws://127.0.0.1:{port}/"
+    try:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url, origin="http://evil.example"):
+                pass
+        assert refused.value.response.status_code == 403
+        async with connect(url, origin=f"http://127.0.0.1:{port}") as ws:  # the page itself
+            assert (await recv(ws))["type"] == "hello"
+        async with connect(url) as ws:  # programs send no Origin
+            assert (await recv(ws))["type"] == "hello"
+    finally:
+        await server.close()
+
+
 async def test_clients_beyond_the_maximum_are_refused_with_a_reason() -> None:
     server, bus, port = await make_server(max_clients=2)
     url = f"ws://127.0.0.1:{port}/"
