@@ -51,20 +51,21 @@ def browser() -> Iterator[Any]:
 class ThreadServer:
     """A FeedServer (scripted engine) on its own event loop thread; the test publishes into it."""
 
-    def __init__(self, token: str | None = None) -> None:
+    def __init__(self, token: str | None = None, client_queue: int = 500) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.proxy_port: int | None = None
         self._proxied: list[asyncio.Transport] = []
         self.proxy_blocked = False
-        self.call(self._start(token))
+        self.call(self._start(token, client_queue))
 
     def call(self, coro: Any, timeout_s: float = 10.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
 
-    async def _start(self, token: str | None) -> None:
-        self.server = FeedServer({"models": "fake"}, ComputePool(FakeEngine()), token=token)
+    async def _start(self, token: str | None, client_queue: int) -> None:
+        self.server = FeedServer({"models": "fake"}, ComputePool(FakeEngine()), token=token,
+                                 client_queue=client_queue)
         self.bus = EventBus()
         self.server.add_input_session("main", self.bus)
         self.port = await self.server.start("127.0.0.1", 0)
@@ -309,6 +310,22 @@ def test_reconnect_mid_stream_loses_and_duplicates_nothing(browser: Any, fake_se
     assert shown[75][1] == "while away 75"
     notices = browser.find_element(By.ID, "notices").text
     assert "connection lost" in notices
+
+
+def test_a_page_that_falls_behind_fetches_the_dropped_events_again(browser: Any) -> None:
+    served = ThreadServer(client_queue=5)  # the page's queue on the server holds 5 events
+    try:
+        browser.get(served.url)
+        wait_for(browser, "window.feedState.connection === 'live'", 20)
+        served.publish(*[final(i, f"burst {i}", start=10 * i) for i in range(1, 201)])  # at once
+        wait_for(browser, "window.feedState.lastSeq === 200", 20)
+        state = browser.execute_script("return window.feedState;")
+        assert state["recoveries"] >= 1, "no resume after a `dropped` notice (or the burst never overflowed)"
+        assert state["applied"] == 200 and state["gaps"] == 0 and state["duplicates"] == 0
+        assert sorted(page_captions(browser)) == list(range(1, 201))
+        assert "fetching them again" in browser.find_element(By.ID, "notices").text
+    finally:
+        served.close()
 
 
 def test_token_is_asked_for_refused_when_wrong_and_never_in_a_url(browser: Any) -> None:

@@ -4,9 +4,11 @@
 //
 // Sequence numbers make reconnection exact: the page remembers the session and the last `seq`
 // it applied, reconnects with ?session=ID&last_seq=N (the server replays what was missed), and
-// ignores any event it has already applied. The token, when the server has one, is asked for in
-// a form, kept in memory only and sent as the websocket subprotocol `bearer.<base64url>` and as an
-// Authorization header on HTTP requests, never in a URL.
+// ignores any event it has already applied. A `dropped` notice (its queue on the server
+// overflowed) triggers the same resume, so dropped events are fetched again from the log.
+// The token, when the server has one, is asked for in a form, kept in memory only and sent as
+// the websocket subprotocol `bearer.<base64url>` and as an Authorization header on HTTP
+// requests, never in a URL.
 "use strict";
 
 const SUBPROTOCOL = "unispeech-live";
@@ -14,6 +16,7 @@ const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf
 const NO_SPEAKER = "#9e9e9e";
 const RETRY_MIN_MS = 250, RETRY_MAX_MS = 5000;
 const SESSIONS_EVERY_MS = 3000;
+const RECOVER_EVERY_MS = 2000;  // at most one resume per 2 s after `dropped` notices
 
 const state = {
   token: null,          // in memory only
@@ -26,6 +29,8 @@ const state = {
   connection: "idle",
   reconnects: 0,
   replays: [],          // {after_seq, count, lost} per resume
+  recoveries: 0,        // resumes after a `dropped` notice
+  lastRecovery: 0,
   captions: new Map(),  // caption_id -> {el, start_s, speaker, text}
   speakers: new Map(),  // label -> {color, verified}
   matches: new Map(),   // track -> accepted speaker_match
@@ -281,7 +286,15 @@ function onMessage(msg, socket) {
       if (msg.lost > 0) notice(`${msg.lost} events were no longer in the server's log`);
       break;
     case "dropped":
-      notice(`${msg.count} events dropped: this page fell behind (${msg.total} so far)`);
+      if (state.session && !state.mic && Date.now() - state.lastRecovery > RECOVER_EVERY_MS) {
+        // the server's log still has them: resume from the last applied seq instead of skipping
+        state.lastRecovery = Date.now();
+        state.recoveries += 1;
+        notice(`this page fell behind by ${msg.count} events; fetching them again`);
+        connect();
+      } else {
+        notice(`${msg.count} events dropped: this page fell behind (${msg.total} so far)`);
+      }
       break;
     case "dropped_audio":
       notice(`the server dropped ${msg.seconds.toFixed(1)} s of microphone audio (backlog over ${msg.max_backlog_s} s)`);
