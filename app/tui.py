@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from engine.events import (
     SpeakerMatch,
     SpeakerTurn,
     Stats,
+    apply_revision,
 )
 from engine.timebase import FRAMES_PER_SECOND
 
@@ -58,20 +58,12 @@ class SpeakerColours:
         return self._map[speaker]
 
 
-@dataclass
-class _Line:
-    caption_id: int
-    text: str
-    speaker: str | None
-    start_frame: int
-
-
 class CaptionBoard:
     """Final captions (revisions applied) plus the current partial, for rendering."""
 
     def __init__(self, colours: SpeakerColours) -> None:
         self.colours = colours
-        self.lines: dict[int, _Line] = {}
+        self.lines: dict[int, CaptionFinal] = {}  # as revised, by `apply_revision`, as the files are
         self.order: deque[int] = deque()
         self.partial: CaptionPartial | None = None
 
@@ -79,18 +71,14 @@ class CaptionBoard:
         if isinstance(event, CaptionPartial):
             self.partial = event if event.text.strip() else None
         elif isinstance(event, CaptionFinal):
-            self.lines[event.caption_id] = _Line(event.caption_id, event.text, event.speaker, event.start_frame)
+            self.lines[event.caption_id] = event
             self.order.append(event.caption_id)
             if self.partial is not None and self.partial.end_frame <= event.end_frame:
                 self.partial = None
             while len(self.order) > MAX_CAPTIONS:
                 self.lines.pop(self.order.popleft(), None)
         elif isinstance(event, CaptionRevision) and event.caption_id in self.lines:
-            line = self.lines[event.caption_id]
-            if "text" in event.changed and event.text is not None:
-                line.text = event.text
-            if "speaker" in event.changed:
-                line.speaker = event.speaker
+            self.lines[event.caption_id] = apply_revision(self.lines[event.caption_id], event)
 
     def render(self) -> Text:
         out = Text()

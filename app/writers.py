@@ -1,7 +1,7 @@
 """Standard output files from a session's events: plain transcript, SRT, WebVTT and RTTM.
 
-`SessionRecord` folds the event stream into final captions (with revisions applied) and speaker
-turns; the `*_text` functions render them; `write_atomically` writes through a temporary file in
+`SessionRecord` folds the event stream into final captions (revisions applied by
+`engine.events.apply_revision`, as in the TUI) and speaker turns; the `*_text` functions render them; `write_atomically` writes through a temporary file in
 the same folder and `os.replace`, so a reader never sees a half-written file, even after Ctrl-C.
 Files get the mode the umask gives (like any other program's output).
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
 from typing import Callable
 
 from engine.events import (
@@ -18,51 +17,28 @@ from engine.events import (
     CaptionRevision,
     Event,
     SpeakerTurn,
-    Word,
+    apply_revision,
 )
 from engine.timebase import frames_to_seconds
-
-
-@dataclass(frozen=True, slots=True)
-class Caption:
-    """A final caption as it stands after every revision so far."""
-
-    caption_id: int
-    text: str
-    words: tuple[Word, ...]
-    start_frame: int
-    end_frame: int
-    speaker: str | None
 
 
 class SessionRecord:
     """Final captions (revisions applied) and speaker turns of one session, in arrival order."""
 
     def __init__(self) -> None:
-        self.captions: dict[int, Caption] = {}
+        self.captions: dict[int, CaptionFinal] = {}
         self.turns: list[SpeakerTurn] = []
 
     def add(self, event: Event | None) -> None:
         """Fold one event into the record; other event types are ignored."""
         if isinstance(event, CaptionFinal):
-            self.captions[event.caption_id] = Caption(
-                event.caption_id, event.text, event.words, event.start_frame, event.end_frame,
-                event.speaker,
-            )
+            self.captions[event.caption_id] = event
         elif isinstance(event, CaptionRevision) and event.caption_id in self.captions:
-            old = self.captions[event.caption_id]
-            words = event.words if "words" in event.changed and event.words is not None else old.words
-            text = event.text if "text" in event.changed and event.text is not None else old.text
-            speaker = event.speaker if "speaker" in event.changed else old.speaker
-            if "speaker" in event.changed:  # a relabel applies to the caption's words too
-                words = tuple(Word(w.text, w.start_frame, w.end_frame, speaker) for w in words)
-            self.captions[event.caption_id] = Caption(
-                old.caption_id, text, words, old.start_frame, old.end_frame, speaker
-            )
+            self.captions[event.caption_id] = apply_revision(self.captions[event.caption_id], event)
         elif isinstance(event, SpeakerTurn):
             self.turns.append(event)
 
-    def ordered_captions(self) -> list[Caption]:
+    def ordered_captions(self) -> list[CaptionFinal]:
         """Non-empty captions in time order."""
         caps = [c for c in self.captions.values() if c.text.strip()]
         return sorted(caps, key=lambda c: (c.start_frame, c.caption_id))

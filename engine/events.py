@@ -56,6 +56,26 @@ class CaptionRevision:
     speaker: str | None = None
 
 
+def apply_revision(caption: CaptionFinal, revision: CaptionRevision) -> CaptionFinal:
+    """`caption` as it stands after `revision`: the one reducer every sink (TUI, files, feed
+    exports, evaluations) and test uses, so they all show the same captions.
+
+    Only the fields named in `changed` move (a `None` text or words is not a change). A speaker
+    change that brings no words of its own relabels the caption's words, so a caption and its
+    words never disagree; words that come with the revision keep their own labels.
+    """
+    if revision.caption_id != caption.caption_id:
+        raise ValueError(f"revision of caption {revision.caption_id} applied to caption {caption.caption_id}")
+    changed = set(revision.changed)
+    text = revision.text if "text" in changed and revision.text is not None else caption.text
+    new_words = "words" in changed and revision.words is not None
+    words = revision.words if new_words else caption.words
+    speaker = revision.speaker if "speaker" in changed else caption.speaker
+    if "speaker" in changed and not new_words:
+        words = tuple(Word(w.text, w.start_frame, w.end_frame, speaker) for w in words)
+    return CaptionFinal(caption.caption_id, text, words, caption.start_frame, caption.end_frame, speaker)
+
+
 @dataclass(frozen=True, slots=True)
 class SpeakerActivity:
     """Per-frame speaker activity probabilities for a settled span, one row per frame."""

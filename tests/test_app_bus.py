@@ -19,7 +19,7 @@ from app.writers import (
     vtt_text,
     write_atomically,
 )
-from engine.events import CaptionFinal, CaptionPartial, SpeakerTurn, Stats
+from engine.events import CaptionFinal, CaptionPartial, CaptionRevision, SpeakerTurn, Stats, Word, apply_revision
 from engine.timebase import SAMPLE_RATE
 from tests.test_app_fakes import FakeStream, tone
 
@@ -146,6 +146,38 @@ def test_subtitles_carry_speakers_and_times() -> None:
     rttm = rttm_text(record, "demo").splitlines()
     assert rttm[0] == "SPEAKER demo 1 0.000 1.000 <NA> <NA> alice <NA> <NA>"
     assert len(rttm) == 4
+
+
+def test_apply_revision_moves_only_the_named_fields() -> None:
+    words = (Word("helo", 0, 10, "ann"), Word("world", 10, 20, "ann"))
+    cap = CaptionFinal(7, "helo world", words, 0, 20, "ann")
+    assert apply_revision(cap, CaptionRevision(7, ("text",), text="hello world")) == CaptionFinal(
+        7, "hello world", words, 0, 20, "ann")
+    assert apply_revision(cap, CaptionRevision(7, ("words",), text="ignored", words=None)) == cap
+    relabelled = apply_revision(cap, CaptionRevision(7, ("speaker",), speaker="bob"))
+    assert relabelled.speaker == "bob" and [w.speaker for w in relabelled.words] == ["bob", "bob"]
+    mixed = (Word("hello", 0, 10, "bob"), Word("world", 10, 20, "ann"))  # words of their own keep their labels
+    revised = apply_revision(cap, CaptionRevision(7, ("speaker", "words"), words=mixed, speaker="bob"))
+    assert revised.words == mixed and revised.speaker == "bob" and revised.text == "helo world"
+    with pytest.raises(ValueError, match="caption 8"):
+        apply_revision(cap, CaptionRevision(8, ("text",), text="x"))
+
+
+def test_tui_and_files_hold_the_same_revised_captions() -> None:
+    """The TUI's board and the files' record fold the same events to the same captions,
+    including a speaker rename that relabels the words (the TUI once dropped that)."""
+    from app.tui import CaptionBoard, SpeakerColours
+
+    stream = FakeStream()
+    events = stream.accept(tone(3.5)) + stream.flush() + stream.rename_speaker("unknown-1", "erin")
+    board, record = CaptionBoard(SpeakerColours()), SessionRecord()
+    for e in events:
+        board.apply(e)
+        record.add(e)
+    assert board.lines == record.captions and len(record.captions) == 4
+    assert [c.speaker for c in record.ordered_captions()] == ["bob", "erin", "alice", "erin"]
+    for cap in record.ordered_captions():
+        assert {w.speaker for w in cap.words} == {cap.speaker}
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from engine import Engine, EngineConfig
 from engine.config import SpeakerConfig
-from engine.events import CaptionFinal, CaptionRevision, SpeakerMatch, SpeakerTurn
+from engine.events import CaptionFinal, CaptionRevision, SpeakerMatch, SpeakerTurn, apply_revision
 from engine.fakes import ScriptedModels, frames_to_audio, script
 from engine.speakers import ActivityAggregator, SpeakerClusters, best_permutation
 
@@ -62,10 +62,10 @@ def _apply_revisions(events):
     captions = {}
     for e in events:
         if isinstance(e, CaptionFinal):
-            captions[e.caption_id] = list(e.words)
-        elif isinstance(e, CaptionRevision) and e.words is not None:
-            captions[e.caption_id] = list(e.words)
-    return [w for cid in sorted(captions) for w in captions[cid]]
+            captions[e.caption_id] = e
+        elif isinstance(e, CaptionRevision):
+            captions[e.caption_id] = apply_revision(captions[e.caption_id], e)
+    return [w for cid in sorted(captions) for w in captions[cid].words]
 
 
 def _truth_speaker_of_words():

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from engine import Engine, EngineConfig, HeadSchedule
 from engine.captions import CaptionDecoder
 from engine.config import DegradeConfig, frames_in
-from engine.events import CaptionFinal, CaptionPartial, CaptionRevision, Stats
+from engine.events import CaptionFinal, CaptionPartial, CaptionRevision, Stats, apply_revision
 from engine.fakes import LIBRI_VOCAB, ScriptedModels, frames_to_audio, script
 
 CONVERSATION = [
@@ -217,13 +217,13 @@ class _FixingLM:
 
 
 def _final_text_after_revisions(events):
-    text = {}
+    captions = {}
     for e in events:
         if isinstance(e, CaptionFinal):
-            text[e.caption_id] = e.text
-        elif isinstance(e, CaptionRevision) and e.text is not None:
-            text[e.caption_id] = e.text
-    return " ".join(text[k] for k in sorted(text)).split()
+            captions[e.caption_id] = e
+        elif isinstance(e, CaptionRevision):
+            captions[e.caption_id] = apply_revision(captions[e.caption_id], e)
+    return " ".join(captions[k].text for k in sorted(captions)).split()
 
 
 @pytest.mark.parametrize("with_speakers", [True, False])

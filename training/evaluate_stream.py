@@ -27,15 +27,16 @@ def _run_stream(stream, audio: np.ndarray) -> list:
 
 def final_transcript(events: list) -> str:
     """Text of the final captions in time order, with caption revisions applied."""
-    from engine.events import CaptionFinal, CaptionRevision
+    from engine.events import CaptionFinal, CaptionRevision, apply_revision
 
-    finals: dict[int, tuple[int, str]] = {}
+    finals: dict[int, CaptionFinal] = {}
     for ev in events:
         if isinstance(ev, CaptionFinal):
-            finals[ev.caption_id] = (ev.start_frame, ev.text)
-        elif isinstance(ev, CaptionRevision) and ev.text is not None and ev.caption_id in finals:
-            finals[ev.caption_id] = (finals[ev.caption_id][0], ev.text)
-    return " ".join(" ".join(t for _, t in sorted(finals.values())).upper().split())
+            finals[ev.caption_id] = ev
+        elif isinstance(ev, CaptionRevision) and ev.caption_id in finals:
+            finals[ev.caption_id] = apply_revision(finals[ev.caption_id], ev)
+    ordered = sorted(finals.values(), key=lambda c: (c.start_frame, c.text))
+    return " ".join(" ".join(c.text for c in ordered).upper().split())
 
 
 def turn_segments(events: list) -> list[Segment]:
