@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from typing import Any, Sequence
 
 from app.errors import AppError
+from app.model_paths import HUB_ID, embedded_dir, resolve_model, speakers_db  # noqa: F401  (re-exported)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 OUTPUT_KINDS = ("transcript", "srt", "vtt", "rttm")
 
 DESCRIPTION = """\
@@ -286,42 +285,6 @@ def parse_serve(text: str) -> tuple[str, int]:
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise AppError(f"--serve {text!r}: expected [HOST:]PORT with PORT in 0..65535", exit_code=EXIT_USAGE)
     return host, int(port)
-
-
-def resolve_model(spec: str | None, flag: str, default_dir: str | None) -> str | None:
-    """A model option -> a checkpoint folder, a hub id, or None (head switched off).
-
-    An existing folder is a checkpoint folder; anything else shaped `owner/name` is a hub id;
-    `none` switches the head off; anything else is an error naming the flag.
-    """
-    if spec is None:
-        return default_dir if default_dir and os.path.isdir(default_dir) else None
-    if spec.lower() == "none":
-        return None
-    if os.path.isdir(spec):
-        if not os.path.isfile(os.path.join(spec, "config.json")):
-            raise AppError(f"{flag} {spec}: the folder has no config.json, so it is not a checkpoint folder")
-        return os.path.abspath(spec)
-    if os.path.exists(spec):
-        raise AppError(f"{flag} {spec}: is a file; give the checkpoint folder (config.json + weights)")
-    if HUB_ID.fullmatch(spec) and not spec.startswith((".", "/")):
-        return spec
-    raise AppError(f"{flag} {spec}: no such folder, and not a hub id of the form owner/name")
-
-
-def embedded_dir(head: str) -> str:
-    """models/embedded/<head> in this checkout (the shipped default model)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.path.join(root, "models", "embedded", head)
-
-
-def speakers_db(args: argparse.Namespace) -> str:
-    """The speaker store path: --speakers-db, else the per-user default."""
-    if args.speakers_db:
-        return args.speakers_db
-    from engine.speaker_store import default_store_path
-
-    return str(default_store_path())
 
 
 def main(argv: Sequence[str] | None = None, engine_factory: Any = None) -> int:

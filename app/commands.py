@@ -21,7 +21,7 @@ from app.errors import AppError
 def _store(args: argparse.Namespace, create: bool) -> Any:
     import os
 
-    from app.cli import speakers_db
+    from app.model_paths import speakers_db
     from engine.speaker_store import SpeakerStore
 
     path = speakers_db(args)
@@ -31,7 +31,7 @@ def _store(args: argparse.Namespace, create: bool) -> Any:
 
 
 def _sv_model(args: argparse.Namespace) -> str:
-    from app.cli import embedded_dir, resolve_model
+    from app.model_paths import embedded_dir, resolve_model
 
     sv = resolve_model(args.sv_model, "--sv-model", embedded_dir("sv"))
     if sv is None:

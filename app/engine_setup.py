@@ -1,6 +1,6 @@
 """Build the engine and the voiceprint service from the command line's model options.
 
-Model options resolve to checkpoint folders or hub ids (app.cli.resolve_model); the default is
+Model options resolve to checkpoint folders or hub ids (app.model_paths.resolve_model); the default is
 the embedded model in models/embedded/{ctc,sd,sv}. Every loading failure (a wrong folder, a
 broken checkpoint, a hub id while offline) becomes one `AppError` line naming the option.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from app.cli import embedded_dir, resolve_model
+from app.model_paths import embedded_dir, resolve_model
 from app.errors import AppError
 
 

@@ -430,7 +430,7 @@ def run_live_app(args: argparse.Namespace, engine_factory: Any = None) -> int:
     if demo is not None:
         speakers, demo_folder = enroll_demo_speakers(engine, demo)
     else:
-        from app.cli import speakers_db
+        from app.model_paths import speakers_db
 
         speakers = attach_speakers(engine, speakers_db(args))
     headless = args.headless or not sys.stdout.isatty()
