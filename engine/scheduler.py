@@ -14,7 +14,7 @@ Degrading is decided per stream from its queued audio (see `DegradeConfig`).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -28,16 +28,20 @@ if TYPE_CHECKING:
     from engine.engine import Engine
 
 
+STATS_KEPT = 1024  # timings kept: the latest ticks / windows (a server runs for days)
+
+
 @dataclass(slots=True)
 class SchedulerStats:
-    """Counters over the scheduler's life (telemetry, not events)."""
+    """Counters over the scheduler's life (telemetry, not events); bounded in size: timings keep
+    the latest `STATS_KEPT`, per-stream counts only the streams still open."""
 
     ticks: int = 0
     forwards: int = 0
     windows: int = 0
     shared_windows: int = 0  # windows that went through a forward with another stream's window
-    compute_ms: list[float] = field(default_factory=list)  # per tick, only with a clock
-    queue_ms: list[float] = field(default_factory=list)  # per window, submit to delivery
+    compute_ms: deque[float] = field(default_factory=lambda: deque(maxlen=STATS_KEPT))  # per tick, with a clock
+    queue_ms: deque[float] = field(default_factory=lambda: deque(maxlen=STATS_KEPT))  # per window, submit to delivery
     per_stream_windows: dict[int, int] = field(default_factory=lambda: defaultdict(int))
 
 
@@ -67,6 +71,9 @@ class Scheduler:
     def remove_stream(self, stream_id: int) -> None:
         """Forget a stream (its queued windows go with it)."""
         self.streams.pop(stream_id, None)
+        self.stats.per_stream_windows.pop(stream_id, None)
+        for key in [k for k in self._submitted_at if k[0] == stream_id]:
+            del self._submitted_at[key]
         if stream_id in self._order:
             i = self._order.index(stream_id)
             self._order.remove(stream_id)
@@ -154,6 +161,10 @@ class Scheduler:
             self.stats.per_stream_windows[r.stream_id] += 1
         if compute_ms is not None:
             self.stats.compute_ms.append(compute_ms)
+            # windows a stream dropped before their turn (degrading) are never delivered: forget them
+            done = {r.stream_id: r.seq for r in reqs}
+            for key in [k for k in self._submitted_at if k[0] in done and k[1] < done[k[0]]]:
+                del self._submitted_at[key]
         return dict(events)
 
     def run_until_idle(self, max_ticks: int = 1_000_000) -> dict[int, list[Event]]:

@@ -143,3 +143,31 @@ def test_level_three_skips_caption_windows_in_the_synchronous_path_too():
     assert stream.dropped_samples > 0 and ctc_forwards < full.ctc_windows  # about half the caption compute
     assert any(isinstance(e, CaptionFinal) for e in events)
     assert "drop-caption-audio" in [e for e in events if isinstance(e, Stats)][-1].degraded
+
+
+def test_stats_stay_bounded(monkeypatch):
+    """Timings keep the latest few, per-stream figures go with the stream, and the submit times of
+    windows dropped while degrading do not pile up."""
+    import engine.scheduler as scheduler_module
+
+    monkeypatch.setattr(scheduler_module, "STATS_KEPT", 5)
+    t = [0.0]
+
+    def clock():
+        t[0] += 0.01
+        return t[0]
+
+    cfg = EngineConfig(max_queued_windows=6, degrade=DegradeConfig(level_samples=(16000, 32000, 48000)))
+    sched = Engine(ScriptedModels(num_speakers=2), cfg).scheduler(max_batch=1, clock=clock)
+    s = sched.add_stream()
+    audio = frames_to_audio(script(TURNS[3] * 6))
+    for i in range(0, len(audio), 16000):
+        sched.submit(s.stream_id, audio[i : i + 16000])
+        sched.tick()  # compute falls behind: windows are dropped
+        oldest = s.queue[0].seq if s.queue else s._seq
+        assert all(seq >= oldest - 1 for _, seq in sched._submitted_at)  # none older than the queue
+    assert s.dropped_samples > 0
+    assert sched.stats.ticks > 5 and len(sched.stats.compute_ms) == 5 and len(sched.stats.queue_ms) == 5
+    assert sched.stats.per_stream_windows[s.stream_id] > 0
+    sched.remove_stream(s.stream_id)
+    assert s.stream_id not in sched.stats.per_stream_windows and not sched._submitted_at
