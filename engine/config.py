@@ -114,14 +114,16 @@ class SpeakerConfig:
     change_threshold: float | None = None
     # who speaks when: "spans" (x-vectors of short spans of detected speech, clustered online;
     # needs a speech detector and the x-vector head) or "activity" (the frame-activity head's
-    # channels, named by run x-vectors; the only choice without them). docs/engine.md has the figures.
+    # channels, named by run x-vectors; the only choice without them). The span values below were
+    # chosen on ami-dev and synthetic validation conversations together (training/tune_speakers.py,
+    # models/embedded/speaker_tuning.json); docs/engine.md has the figures.
     tracking: str = "spans"
     span_frames: int = 75  # 1.5 s of audio per span x-vector
     span_hop_frames: int = 25  # a new span every 0.5 s
     span_min_speech: float = 0.3  # share of detected speech a span needs to be embedded at all
-    new_speaker_min_speech: float = 0.9  # ... and to open a new `unknown-N`
+    new_speaker_min_speech: float = 0.7  # ... and to open a new `unknown-N`
     span_threshold: float = 0.3  # cosine to a cluster's centroid to join it (else a new voice)
-    span_merge_threshold: float = 0.6  # two unknown clusters this close merge (unless heard together)
+    span_merge_threshold: float = 0.4  # two unknown clusters this close merge (unless heard together)
 
     def __post_init__(self) -> None:
         if self.tracking not in ("spans", "activity"):
@@ -163,7 +165,7 @@ class SpeechConfig:
     silence give no words. The detector itself is chosen where the models load (`--vad`).
     """
 
-    threshold: float = 0.3
+    threshold: float = 0.5
     pad_frames: int = 10  # 0.2 s
     gate_captions: bool = True
 

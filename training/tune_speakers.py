@@ -34,8 +34,9 @@ from training.tune_clustering import VAL_SEED_TAG, CachedModels
 GRID = {
     "span_threshold": (0.2, 0.3, 0.4, 0.5),
     "new_speaker_min_speech": (0.7, 0.9),
-    "span_merge_threshold": (0.5, 0.7),
+    "span_merge_threshold": (0.4, 0.5, 0.7),
     "speech_threshold": (0.3, 0.5),
+    "speech_pad_frames": (10, 15),
 }
 
 
@@ -66,7 +67,7 @@ def candidates(grid: dict[str, tuple]) -> list[dict]:
 def engine_config(candidate: dict):
     from engine.config import EngineConfig, SpeakerConfig, SpeechConfig
 
-    speech = {"threshold": candidate["speech_threshold"]} if "speech_threshold" in candidate else {}
+    speech = {k[len("speech_"):]: v for k, v in candidate.items() if k.startswith("speech_")}
     speakers = {k: v for k, v in candidate.items() if k in {f.name for f in dataclasses.fields(SpeakerConfig)}}
     return EngineConfig(speakers=SpeakerConfig(**speakers), speech=SpeechConfig(**speech))
 
