@@ -10,7 +10,8 @@ gdb). What had been written stays in the C stdio buffer, so the file also loses 
 The writer also never sets the raw n-grams' order, so its sort is a no-op and sections come out
 grouped by the last word. And the one-liner `NGramModel(Config(), LogMath(), path)` frees its
 temporary `LogMath` at once (the model keeps a bare pointer to it), so a later `write` converts
-log values with freed memory: the numbers come out wrong (seen as 4x or as 1e30 on the same file).
+log values with freed memory: the numbers come out wrong (seen here: 4x too large from
+`en-us.lm.bin`, around -1e30 from a small model).
 
 So this module reads the same file directly with numpy, following pocketsphinx's own layout
 (`lm_trie.c`, `lm_trie_quant.c`, `bitarr.c`): the header, counts, the 16-bit quantisation tables,
