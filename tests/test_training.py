@@ -167,8 +167,8 @@ def test_smoke_training_resume_and_export(tiny_corpus, tmp_path):
              crop_frames=(20, 40), log=lambda s: None)
     logged: list[str] = []
     history = finetune(model, Corpus(tiny_corpus), resumed.sampler.speakers, per_speaker=2, steps=2,
-                       batch_speakers=4, crop_frames=(20, 40), conversations=2, val_conversations=2, log=logged.append)
-    assert re.search(r"[1-9]\d* training conversation turns", logged[0]), logged[0]
+                       batch_speakers=4, crop_frames=(20, 40), val_conversations=2, log=logged.append)
+    assert re.search(r"[1-9]\d* validation turns", logged[0]), logged[0]
     assert 0.0 <= history[-1]["val_pair_eer"] <= 1.0
     from training.finetune_sv import layer_features, pair_cosines
 
@@ -317,19 +317,13 @@ def test_clean_turns_keep_only_the_samples_no_other_turn_overlaps():
     assert len(clean_turns(mix, min_s=0.5, max_s=1.0)[0][1]) == 16000
 
 
-def test_voice_family_groups_identities_by_timbre_and_batches_draw_from_few_families():
-    from training.finetune_sv import family_batch
+def test_voice_family_groups_identities_by_timbre():
     from training.voices import voice_family
 
     assert voice_family("esp-en-gb-x-rp-iven3-p58-s160") == voice_family("esp-en-us-nyc-iven3-p58-s180") == "esp-iven3"
     assert voice_family("fl-rms-c+10-t85") == voice_family("fl-rms-c-110-t115") == "fl-rms"
     with pytest.raises(ValueError, match="synthetic identity"):
         voice_family("alice")
-    families = ["a"] * 6 + ["b"] * 6 + ["c"] * 6 + ["d"] * 2
-    labels = np.arange(20)
-    batch = family_batch(np.random.default_rng(0), families, labels, size=8, n_families=2)
-    assert len(batch) == len(set(batch.tolist())) == 8
-    assert len({families[k] for k in batch}) <= 3  # two families, a third only if one runs short
 
 
 def test_report_renders_the_shipped_evaluation_and_the_lm_beam_table():
@@ -416,23 +410,7 @@ def test_progress_line_leaves_out_heads_that_did_not_train():
     from training.train import _loss_summary
 
     assert _loss_summary({"ctc": 0.5, "sv": 1.25, "lr": 1e-4}) == "ctc 0.500 sv 1.250"
-    assert _loss_summary({"spk": 2.0, "sd": 0.1, "ctc": 0.5, "sv": 1.0}) == "ctc 0.500 sd 0.100 sv 1.000 spk 2.000"
-
-
-def test_flite_prob_draws_utterance_batches_from_flite_identities(tiny_corpus):
-    from training.batches import BatchSampler
-
-    def speakers_drawn(flite_prob: float) -> list[str]:
-        sampler = BatchSampler(Corpus(tiny_corpus), seed=3, max_utt_samples=8 * 16000, speaker_slots=3)
-        names = []
-        for _ in range(20):
-            batch = sampler.utterances(2, mix_prob=0.0, strength=0.0, flite_prob=flite_prob)
-            names += [sampler.speakers[int(k)] for k in batch.speakers]
-        return names
-
-    assert all(n.startswith("fl-") for n in speakers_drawn(1.0))
-    plain = speakers_drawn(0.0)
-    assert any(n.startswith("esp-") for n in plain)  # 4 of the 5 tiny training identities are espeak-ng
+    assert _loss_summary({"sd": 0.1, "ctc": 0.5, "sv": 1.0}) == "ctc 0.500 sd 0.100 sv 1.000"
 
 
 def test_asr_errors_are_broken_down_by_voice_family_worst_first():
@@ -509,3 +487,47 @@ def test_tune_lm_writes_alpha_beta_and_blank_penalty_that_the_decoder_reads_back
     decoder = CTCBeamDecoder(["<pad>", "|", "a"], 0, lm=lm)
     assert (decoder.alpha, decoder.beta, decoder.blank_penalty) == (result["alpha"], result["beta"], result["blank_penalty"])
     assert set(result["val_wer_by_beam"]) == {"32", "128", "256", "512"}
+
+
+def test_recipe_defaults_are_the_shipped_models_recorded_settings():
+    """`TrainConfig()` and `ArchConfig()` are what `models/embedded/training_history.json` recorded
+    for the shipped run; experiments removed since were off in it."""
+    from training.model import ArchConfig
+    from training.train import REMOVED_SETTINGS, TrainConfig
+
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "models/embedded/training_history.json").read_text())
+    machine = {"bf16"}  # the CPU's arithmetic, not the recipe (slow where bf16 is emulated): off by default
+    defaults = dataclasses.asdict(TrainConfig())
+    recorded = {k: v for k, v in shipped["train"].items() if k not in REMOVED_SETTINGS and k not in machine}
+    assert {k: defaults[k] for k in recorded} == recorded
+    assert set(defaults) - set(recorded) - machine == {"speed_prob", "speed_range"}  # added after run 7 ...
+    assert (TrainConfig().speed_prob, shipped["train"].get("speed_prob", 0.0)) == (0.0, 0.0)  # ... off in it
+    for name, off in REMOVED_SETTINGS.items():
+        if off is not None:
+            assert shipped["train"].get(name, off) == off, name
+    arch = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(ArchConfig()).items()}
+    assert arch == shipped["arch"]
+    # a checkpoint that used a removed experiment is refused by name; one where it was off resumes
+    assert TrainConfig.from_saved({**shipped["train"]}) == dataclasses.replace(TrainConfig(), bf16=True)
+    with pytest.raises(ValueError, match="flite_prob=0.15"):
+        TrainConfig.from_saved({**shipped["train"], "flite_prob": 0.15})
+
+
+def test_a_checkpoint_saved_with_the_removed_crop_scale_resumes(tiny_corpus, tmp_path):
+    from training.model import ArchConfig
+    from training.train import TrainConfig, Trainer
+
+    first = Trainer(tmp_path, Corpus(tiny_corpus), ArchConfig.tiny(), TrainConfig.smoke())
+    first.train_step()
+    first.step = 1
+    first.save()
+    state = torch.load(tmp_path / "checkpoint.pt", map_location="cpu", weights_only=False)
+    groups = state["opt"]["param_groups"]
+    extra = max(i for g in groups for i in g["params"]) + 1
+    groups[1]["params"].append(extra)  # as saved before: the crop loss's scale was the last no-decay parameter
+    state["opt"]["state"][extra] = {"step": torch.tensor(1.0), "exp_avg": torch.zeros(2), "exp_avg_sq": torch.zeros(2)}
+    state["ap_scale"] = torch.tensor([10.0, -5.0])
+    torch.save(state, tmp_path / "checkpoint.pt")
+    second = Trainer(tmp_path, Corpus(tiny_corpus), ArchConfig.tiny(), TrainConfig.smoke())
+    second.load()
+    assert second.step == 1 and second.opt.state_dict()["param_groups"][1]["params"] == groups[1]["params"][:-1]

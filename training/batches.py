@@ -11,7 +11,6 @@ import torch
 from training.corpus import Corpus
 from training.mixing import augment, build_conversation, change_speed, frame_count, frame_labels, mix_utterance
 from training.text import CTC_TOKENS
-from training.voices import FLITE_PREFIX
 
 _TOKEN_ID = {t: i for i, t in enumerate(CTC_TOKENS)}
 
@@ -70,25 +69,19 @@ class BatchSampler:
             raise ValueError(f"the {split} split has fewer than 2 utterances between 0.5 s and "
                              f"{max_utt_samples / 16000:.1f} s")
         self.by_length = sorted(keep, key=lambda i: rows[i]["length"])
-        self.flite_by_length = [i for i in self.by_length if rows[i]["speaker"].startswith(FLITE_PREFIX)]
         self.speakers = corpus.speakers(split)
         self.speaker_index = {s: i for i, s in enumerate(self.speakers)}
         self.by_speaker = corpus.by_speaker(split)
 
     def utterances(self, batch_size: int, mix_prob: float, strength: float = 1.0,
-                   flite_prob: float = 0.0, speed_prob: float = 0.0,
-                   speed_range: float = 0.1) -> UtteranceBatch:
+                   speed_prob: float = 0.0, speed_range: float = 0.1) -> UtteranceBatch:
         """`batch_size` utterances of similar length (little padding), augmented; with probability
         `mix_prob` a piece of another speaker's utterance is mixed in (target stays the first).
-        With probability `flite_prob` the batch comes from flite identities only: they are a fifth
-        of the training speech and the model fits them far worse than espeak-ng's voices.
         With probability `speed_prob` an utterance is sped up or slowed down by a factor drawn from
         1 +- `speed_range` (pitch moves with tempo), which makes voices the corpus does not have;
         such utterances are flagged in `speed_changed` so the speaker loss can leave them out."""
         n = len(self.by_length)
         pool = self.by_length
-        if flite_prob > 0 and len(self.flite_by_length) >= batch_size and self.rng.random() < flite_prob:
-            pool = self.flite_by_length
         start = int(self.rng.integers(0, max(1, len(pool) - batch_size)))
         idx = pool[start:start + batch_size]
         rows = self.corpus.rows[self.split]
@@ -111,24 +104,6 @@ class BatchSampler:
         for k, l in enumerate(labels):
             lab[k, :len(l)] = torch.tensor(l)
         return UtteranceBatch(x, m, lab, torch.tensor(speakers), tuple(texts), torch.tensor(changed))
-
-    def speaker_crops(self, n_speakers: int, clips: int, crop_samples: int, strength: float = 1.0
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`clips` equal-length crops from different utterances of each of `n_speakers` speakers,
-        grouped by speaker: (input_values (n_speakers*clips, crop_samples), speaker index)."""
-        rows = self.corpus.rows[self.split]
-        names = [n for n in self.speakers if len(self.by_speaker[n]) >= clips]
-        audios, speakers = [], []
-        for k in self.rng.choice(len(names), size=min(n_speakers, len(names)), replace=False):
-            name = names[int(k)]
-            for i in self.rng.choice(self.by_speaker[name], size=clips, replace=False):
-                audio = self.corpus.audio(self.split, int(i))
-                if len(audio) < crop_samples:
-                    audio = np.tile(audio, crop_samples // max(1, len(audio)) + 1)
-                s = int(self.rng.integers(0, len(audio) - crop_samples + 1))
-                audios.append(augment(self.rng, audio[s:s + crop_samples], strength))
-                speakers.append(self.speaker_index[rows[int(i)]["speaker"]])
-        return torch.from_numpy(np.stack(audios)), torch.tensor(speakers)
 
     def conversations(self, batch_size: int, window_samples: int, strength: float = 1.0) -> ActivityBatch:
         """Conversation windows of 1..slots speakers with turns, pauses and overlaps."""

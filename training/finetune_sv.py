@@ -18,14 +18,9 @@ weights start at unit norm, so Adam's per-element steps turn them quickly, and e
 Progress is the equal error rate over all pairs of validation clips (unseen speakers), and
 over pairs of turns inside validation conversations.
 
-With `--conversation-turns N`, half of each batch comes from N training conversations instead
-(built like the test ones: 2-4 speakers, overlap, one augmentation for the whole recording), as
-the clean stretch of each turn, embedded on its own the way the engine embeds a run. Speakers of
-one conversation share its channel, so they are the hardest impostors; whole clips never show
-that. Why it was tried: turns in one validation conversation separate at a pair EER of 12.5 %,
-whole clips at 3.8 %, and the streaming DER is mostly turns named wrong. Measured on run 4's
-encoder, it did not help (turns 0.127 against 0.125), nor did `--families N` (batches of few
-voice families, the hardest impostors: 0.146); docs/training.md has the figures.
+Two batch compositions were tried and removed for no gain (docs/training.md has the figures):
+half of each batch as turns of training conversations (`--conversation-turns`, turns 0.127 against
+0.125 on run 4's encoder) and batches of few voice families (`--families`, 0.146).
 """
 
 from __future__ import annotations
@@ -44,7 +39,6 @@ import torch
 from training.corpus import Corpus, build_conversations
 from training.export import load_checkpoint
 from training.mixing import SAMPLE_RATE, Mixture, augment
-from training.voices import voice_family
 from training.model import MultiTaskModel, angular_prototypical_loss, unit_norm_classes
 
 DEFAULT_CORPUS = Path("/work/runs/corpus")
@@ -84,23 +78,6 @@ def conversation_turns(corpus: Corpus, split: str, count: int, seed_tag: int,
     return [(n, spk, audio) for n, (_, mix) in enumerate(convs) for spk, audio in clean_turns(mix, min_s)]
 
 
-def family_batch(rng: np.random.Generator, families: list[str], labels: np.ndarray, size: int,
-                 n_families: int) -> np.ndarray:
-    """`size` of `labels` drawn from `n_families` random families (as evenly as their sizes allow;
-    other families fill up when those run short)."""
-    by_family: dict[str, list[int]] = {}
-    for family, label in zip(families, labels):
-        by_family.setdefault(family, []).append(int(label))
-    order = [by_family[f] for f in rng.permutation(sorted(by_family))]
-    share = -(-size // max(1, n_families))
-    chosen: list[int] = []
-    for members in order:
-        chosen += [int(k) for k in rng.permutation(members)[: min(share, size - len(chosen))]]
-        if len(chosen) >= size:
-            break
-    return np.asarray(chosen)
-
-
 def head_forward(model: MultiTaskModel, feats: list[torch.Tensor], crop_frames: int,
                  rng: np.random.Generator) -> torch.Tensor:
     """Embeddings (B, D) of random crops of the cached features through the x-vector head."""
@@ -118,12 +95,6 @@ def head_forward(model: MultiTaskModel, feats: list[torch.Tensor], crop_frames: 
         h = layer(h)
     emb = sv.feature_extractor(torch.cat([h.mean(dim=1), h.std(dim=1)], dim=-1))
     return sv.classifier(emb)
-
-
-def head_forward_each(model: MultiTaskModel, feats: list[torch.Tensor], crop_frames: tuple[int, int],
-                      rng: np.random.Generator) -> torch.Tensor:
-    """Like `head_forward`, one item at a time, so each keeps its own crop length (turns differ)."""
-    return torch.cat([head_forward(model, [f], int(rng.integers(*crop_frames)), rng) for f in feats])
 
 
 @torch.no_grad()
@@ -197,15 +168,12 @@ def center_embeddings(model: MultiTaskModel, feats: list[torch.Tensor], rng: np.
 
 def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_speaker: int, steps: int,
              batch_speakers: int = 32, clips: int = 2, lr: float = 2e-3, seed: int = 3,
-             reinit: bool = True, crop_frames: tuple[int, int] = (100, 250), conversations: int = 0,
-             val_conversations: int = 20, families: int = 0, log=print) -> list[dict]:
+             reinit: bool = True, crop_frames: tuple[int, int] = (100, 250),
+             val_conversations: int = 20, log=print) -> list[dict]:
     """Train the x-vector head on cached encoder features; every 100 steps log and return the
     mean losses and the validation pair EERs (clips, and turns within conversations). Each batch's
     clip crops are `crop_frames` (min, max) encoder frames long, drawn per batch (shorter crops
-    were measured: docs/training.md, run 4). With `conversations`, half of each batch's speakers
-    come as turns of training conversations (module docstring), several from one conversation.
-    With `families`, a batch's clip speakers come from that many voice families
-    (training.voices.voice_family), so each meets its hardest impostors in the batch."""
+    were measured: docs/training.md, run 4)."""
     if per_speaker < clips:
         raise ValueError(f"per_speaker ({per_speaker}) must be at least clips per batch ({clips})")
     if not 0 < crop_frames[0] < crop_frames[1]:
@@ -219,16 +187,6 @@ def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_spe
         labels += [k] * len(choice)
     t0 = time.monotonic()
     feats = layer_features(model, [augment(rng, corpus.audio("train", i), strength=0.5) for i in idx])
-    label_of = {name: k for k, name in enumerate(speakers)}
-    turns = [t for t in conversation_turns(corpus, "train", conversations, seed_tag=80) if t[1] in label_of] \
-        if conversations else []
-    turn_feats = layer_features(model, [audio for _, _, audio in turns])
-    turn_groups: dict[int, dict[int, list[int]]] = {}  # conversation -> speaker label -> turn numbers
-    for n, (conv, name, _) in enumerate(turns):
-        turn_groups.setdefault(conv, {}).setdefault(label_of[name], []).append(n)
-    turn_groups = {c: {k: v for k, v in g.items() if len(v) >= clips} for c, g in turn_groups.items()}
-    turn_groups = {c: g for c, g in turn_groups.items() if g}
-    turn_labels = torch.tensor([label_of[name] for _, name, _ in turns], dtype=torch.long)
     val_idx = [i for v in corpus.by_speaker("val").values() for i in v[:4]]
     val_labels = [corpus.speakers("val").index(corpus.rows["val"][i]["speaker"]) for i in val_idx]
     val_feats = layer_features(model, [corpus.audio("val", i) for i in val_idx])
@@ -239,7 +197,7 @@ def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_spe
     def validate() -> tuple[float, float]:
         return pair_eer(model, val_feats, val_labels), turn_pair_eer(model, val_turn_feats, val_conv, val_spk)
 
-    log(f"[sv] cached features of {len(idx)} training utterances, {len(turns)} training conversation turns, "
+    log(f"[sv] cached features of {len(idx)} training utterances, "
         f"{len(val_idx)} validation utterances and {len(val_turns)} validation turns in {time.monotonic() - t0:.0f} s; "
         "validation pair EER before: clips {:.3f}, turns {:.3f}".format(*validate()))
     clips_of = {}
@@ -259,29 +217,12 @@ def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_spe
     sv.train()
     history, run_am, run_ap = [], 0.0, 0.0
     n_spk = min(batch_speakers, len(clips_of))
-    conv_ids = list(turn_groups)
-    family_of = {k: voice_family(speakers[k]) for k in clips_of} if families else {}
-    turn_crops = (min(50, crop_frames[0]), crop_frames[1])  # turns: down to 1 s, like the engine's
+    labelled = np.asarray(list(clips_of))
     for step in range(1, steps + 1):
-        turn_pick: list[int] = []
-        taken: set[int] = set()
-        for c in rng.permutation(conv_ids) if conv_ids else ():
-            for k, numbers in turn_groups[int(c)].items():
-                if k not in taken and len(taken) < n_spk // 2:
-                    taken.add(k)
-                    turn_pick += [int(j) for j in rng.choice(numbers, size=clips, replace=False)]
-            if len(taken) >= n_spk // 2:
-                break
-        free = np.asarray([k for k in clips_of if k not in taken])
-        size = min(n_spk - len(taken), len(free))
-        spk = family_batch(rng, [family_of[int(k)] for k in free], free, size, families) if families \
-            else rng.choice(free, size=size, replace=False)
+        spk = rng.choice(labelled, size=n_spk, replace=False)
         pick = [int(j) for k in spk for j in rng.choice(clips_of[int(k)], size=clips, replace=False)]
         emb = head_forward(model, [feats[i] for i in pick], int(rng.integers(*crop_frames)), rng)
         target = labels_t[pick]
-        if turn_pick:
-            emb = torch.cat([emb, head_forward_each(model, [turn_feats[i] for i in turn_pick], turn_crops, rng)])
-            target = torch.cat([target, turn_labels[turn_pick]])
         am = sv.objective(emb, target)
         ap = angular_prototypical_loss(emb, clips, ap_w, ap_b)
         loss = am + ap
@@ -314,10 +255,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--crop-frames", type=int, nargs=2, default=(100, 250), metavar=("MIN", "MAX"),
                         help="training crops of MIN..MAX encoder frames (20 ms each)")
-    parser.add_argument("--conversation-turns", type=int, default=0, metavar="N",
-                        help="half of each batch from turns of N training conversations (module docstring)")
-    parser.add_argument("--families", type=int, default=0, metavar="N",
-                        help="draw each batch's speakers from N voice families (hard impostors)")
     parser.add_argument("--out", type=Path, help="default: checkpoint_sv.pt beside --checkpoint")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -327,15 +264,12 @@ def main(argv: list[str] | None = None) -> None:
     encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     speakers = state["speakers"][: args.speakers] if args.speakers else state["speakers"]
     history = finetune(model, Corpus(args.corpus), speakers, args.per_speaker, args.steps, lr=args.lr,
-                       crop_frames=tuple(args.crop_frames), conversations=args.conversation_turns,
-                       families=args.families,
+                       crop_frames=tuple(args.crop_frames),
                        log=lambda s: print(s, flush=True))
     assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in encoder_before.items())
     state["model"] = model.state_dict()
     state["sv_finetune"] = {"per_speaker": args.per_speaker, "steps": args.steps, "speakers": len(speakers),
-                            "crop_frames": list(args.crop_frames), "conversation_turns": args.conversation_turns,
-                            "families": args.families,
-                            "history": history}
+                            "crop_frames": list(args.crop_frames), "history": history}
     out = args.out or args.checkpoint.with_name("checkpoint_sv.pt")
     torch.save(state, out)
     print(f"[sv] wrote {out}")

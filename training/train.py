@@ -1,13 +1,13 @@
 """Train the embedded multi-task UniSpeech-SAT model on the synthetic corpus (CPU, resumable).
 
-    python -m training.train --out /work/runs/NAME [--corpus /work/runs/corpus] [--minutes 70]
+    python -m training.train --out /work/runs/NAME [--corpus /work/runs/corpus] [--minutes 112]
                              [--resume] [--smoke]
 
 Each step runs the shared encoder on a batch of utterances (CTC loss + AM-softmax x-vector loss);
 every `activity_every` steps also on a batch of conversation windows (permutation-invariant BCE
-over speaker slots), and every `crops_every` steps (0: never) on a batch of equal-length crops,
-several per speaker (AM-softmax + angular prototypical loss). The defaults are the settings the
-shipped run ended with (docs/training.md); the x-vector head itself is trained in stage 2
+over speaker slots). The defaults are the settings recorded for the shipped model
+(`models/embedded/training_history.json`, run 7; a test checks them; `--bf16` is the machine's
+choice), which was itself warm-started (docs/training.md); the x-vector head is trained in stage 2
 (`training.finetune_sv`).
 `--init` starts from another run's weights with a fresh optimiser and schedule. The
 learning rate follows linear warm-up then cosine decay over the run's *training time* budget
@@ -41,7 +41,7 @@ from models.ctc_vocab import CTCVocab
 from training.batches import BatchSampler, pit_bce
 from training.corpus import Corpus
 from training.grow import exported_depth, grow_state
-from training.model import ArchConfig, MultiTaskModel, angular_prototypical_loss, count_parameters, unit_norm_classes
+from training.model import ArchConfig, MultiTaskModel, count_parameters, unit_norm_classes
 from training.scoring import char_error_rate
 from training.text import CTC_TOKENS
 
@@ -51,15 +51,15 @@ DEFAULT_CORPUS = Path("/work/runs/corpus")
 def _loss_summary(avg: dict[str, float]) -> str:
     """The progress line's losses: those this interval trained (a switched-off head is left out,
     not printed as nan)."""
-    return " ".join(f"{name} {avg[name]:.3f}" for name in ("ctc", "sd", "sv", "spk") if name in avg)
+    return " ".join(f"{name} {avg[name]:.3f}" for name in ("ctc", "sd", "sv") if name in avg)
 
 
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
     """Optimisation settings of a run (the model size is `ArchConfig`)."""
 
-    minutes: float = 70.0
-    peak_lr: float = 1.5e-3
+    minutes: float = 112.0
+    peak_lr: float = 4e-4
     final_lr_fraction: float = 0.03
     warmup_steps: int = 150
     weight_decay: float = 0.01
@@ -69,18 +69,12 @@ class TrainConfig:
     activity_every: int = 4  # conversation-window batch every this many steps
     activity_window_s: float = 5.0
     mix_prob: float = 0.15
-    flite_prob: float = 0.0  # share of utterance batches drawn from flite identities only (else ~19 % flite)
     speed_prob: float = 0.0  # share of utterances sped up / slowed down (CTC only; new voices)
     speed_range: float = 0.1  # speed factors drawn from 1 +- this
     aug_strength: float = 0.4  # test speech is clean; strength 1 (SNR down to 5 dB) slowed CTC badly
     ctc_weight: float = 1.0
     activity_weight: float = 1.0
     xvector_weight: float = 0.1
-    crops_every: int = 0  # speaker-crop batch on steps where step % crops_every == 1 (0: never)
-    crop_speakers: int = 6
-    crop_clips: int = 2
-    crop_s: float = 2.0
-    crops_weight: float = 0.5
     am_margin: float = 0.2  # AM-softmax margin (transformers' default 0.4 is slow to start from scratch)
     grad_clip: float = 5.0
     bf16: bool = False  # bfloat16 autocast: ~1.5x faster steps on CPUs with AMX/AVX512-BF16
@@ -91,8 +85,24 @@ class TrainConfig:
     @classmethod
     def smoke(cls) -> "TrainConfig":
         return cls(minutes=0.5, warmup_steps=2, batch_utterances=2, activity_batch=1, activity_window_s=2.0,
-                   max_utterance_s=8.0, checkpoint_minutes=100.0, val_every=2, crop_speakers=2, crop_s=1.0,
-                   activity_every=1, crops_every=1)
+                   max_utterance_s=8.0, checkpoint_minutes=100.0, val_every=2, activity_every=1)
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> "TrainConfig":
+        """The settings a checkpoint recorded. Settings of experiments since removed (no gain,
+        docs/training.md) are dropped when they were off; a run that used one cannot be resumed."""
+        settings = {k: v for k, v in saved.items() if k not in REMOVED_SETTINGS}
+        for name, off in REMOVED_SETTINGS.items():
+            if off is not None and saved.get(name, off) != off:
+                raise ValueError(f"the checkpoint trained with {name}={saved[name]!r}, a setting since removed "
+                                 "(it measured no gain: docs/training.md); resume it with an older checkout")
+        return cls(**settings)
+
+
+# settings of experiments removed for no gain (docs/training.md has the figures) -> the value that
+# meant "off" (None: only read when another one was on)
+REMOVED_SETTINGS: dict[str, float | None] = {"flite_prob": 0.0, "crops_every": 0, "crop_speakers": None,
+                                             "crop_clips": None, "crop_s": None, "crops_weight": None}
 
 
 def learning_rate(cfg: TrainConfig, step: int, elapsed_s: float) -> float:
@@ -113,10 +123,9 @@ class Trainer:
         self.model = MultiTaskModel(arch, self.sampler.speakers)
         self.model.sv.objective.margin = cfg.am_margin
         unit_norm_classes(self.model)
-        self.ap_scale = torch.nn.Parameter(torch.tensor([10.0, -5.0]))  # angular prototypical w, b
         params = [p for p in {id(p): p for p in self.model.parameters()}.values() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2] + [self.ap_scale]
+        no_decay = [p for p in params if p.dim() < 2]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                       {"params": no_decay, "weight_decay": 0.0}], lr=cfg.peak_lr, betas=(0.9, 0.98))
         self.step = 0
@@ -180,7 +189,7 @@ class Trainer:
     def save(self) -> None:
         state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "step": self.step,
                  "elapsed_s": self.elapsed_s, "arch": asdict(self.arch), "train": asdict(self.cfg),
-                 "speakers": self.sampler.speakers, "history": self.history, "ap_scale": self.ap_scale.detach(),
+                 "speakers": self.sampler.speakers, "history": self.history,
                  "rng": pickle.dumps(self.sampler.rng.bit_generator.state), "torch_rng": torch.get_rng_state()}
         tmp = self.out / "checkpoint.pt.tmp"
         torch.save(state, tmp)
@@ -191,10 +200,11 @@ class Trainer:
         if state["speakers"] != self.sampler.speakers:
             raise ValueError("checkpoint was trained on a different corpus (speaker lists differ)")
         self.model.load_state_dict(state["model"])
-        if "ap_scale" in state:
-            with torch.no_grad():
-                self.ap_scale.copy_(state["ap_scale"])
-        self.opt.load_state_dict(state["opt"])
+        opt = state["opt"]
+        if "ap_scale" in state:  # saved with the removed crop batches: their scale was the last no-decay parameter
+            dropped = opt["param_groups"][1]["params"].pop()
+            opt["state"].pop(dropped, None)
+        self.opt.load_state_dict(opt)
         self.step, self.elapsed_s, self.history = state["step"], state["elapsed_s"], state["history"]
         self.sampler.rng.bit_generator.state = pickle.loads(state["rng"])
         torch.set_rng_state(state["torch_rng"])
@@ -218,7 +228,7 @@ class Trainer:
         """The step's total loss and its terms (NaN for a term not computed on this step)."""
         cfg = self.cfg
         utt = self.sampler.utterances(cfg.batch_utterances, cfg.mix_prob, cfg.aug_strength,
-                                       cfg.flite_prob, cfg.speed_prob, cfg.speed_range)
+                                       cfg.speed_prob, cfg.speed_range)
         base = self.model.encode(utt.input_values, utt.attention_mask)
         ctc_out = self.model.ctc.forward_head(base, utt.attention_mask, utt.labels)
         sv_out = self.model.sv.forward_head(base, utt.attention_mask)
@@ -236,16 +246,7 @@ class Trainer:
             n = min(sd_logits.shape[1], act.labels.shape[1])
             sd_loss = pit_bce(sd_logits[:, :n].float(), act.labels[:, :n])
             loss = loss + cfg.activity_weight * sd_loss
-        crop_loss = torch.tensor(float("nan"))
-        if cfg.crops_every and self.step % cfg.crops_every == 1 % cfg.crops_every:
-            x, spk = self.sampler.speaker_crops(cfg.crop_speakers, cfg.crop_clips, int(cfg.crop_s * 16000),
-                                                cfg.aug_strength)
-            emb = self.model.sv.forward_head(self.model.encode(x, None), None).embeddings
-            crop_loss = (self.model.sv.objective(emb, spk)
-                         + angular_prototypical_loss(emb, cfg.crop_clips, self.ap_scale[0], self.ap_scale[1]))
-            loss = loss + cfg.crops_weight * crop_loss
-        return loss, {"ctc": ctc_out.loss.item(), "sd": sd_loss.item(), "sv": sv_loss.item(),
-                      "spk": crop_loss.item()}
+        return loss, {"ctc": ctc_out.loss.item(), "sd": sd_loss.item(), "sv": sv_loss.item()}
 
     @torch.no_grad()
     def validate(self) -> float:
@@ -350,7 +351,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.resume:
         state = torch.load(args.out / "checkpoint.pt", map_location="cpu", weights_only=False)
         arch = ArchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["arch"].items()})
-        cfg = TrainConfig(**state["train"])
+        try:
+            cfg = TrainConfig.from_saved(state["train"])
+        except ValueError as exc:
+            parser.error(str(exc))
     if args.grow_layer is not None and (not args.init_export or args.resume):
         parser.error("--grow-layer needs --init-export (and no --resume)")
     if args.init_export and not args.resume:  # the export's depth (one more with --grow-layer), not the default's
