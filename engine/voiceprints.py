@@ -207,7 +207,7 @@ def embed_recording(
     """(unit embedding of the speech in `samples`, net speech samples); the embedding is None when
     there is less than `min_speech_samples` of speech (the embedder is not called then)."""
     x = check_audio(samples)
-    mask = speech_mask(x, detector)
+    mask = speech_mask(x, detector if detector is not None else getattr(embedder, "speech_detector", None))
     speech = speech_only(x, mask)
     if speech.size == 0 or speech.size < min_speech_samples:
         return None, int(speech.size)

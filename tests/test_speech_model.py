@@ -91,3 +91,28 @@ def test_detector_choice_and_fallback(monkeypatch):
     det = sm.load_detector("silero")
     assert isinstance(det, EnergyDetector) and "not installed" in sm.fallback_note
     assert isinstance(det.detector, EnergySpeechDetector)
+
+
+@pytest.fixture(scope="module")
+def embedded_engines():
+    from engine import Engine
+
+    root = Path(__file__).resolve().parents[1] / "models" / "embedded"
+    heads = {"asr": str(root / "ctc"), "diar": str(root / "sd"), "sv": str(root / "sv"), "device": "cpu"}
+    return Engine.from_checkpoints(**heads), Engine.from_checkpoints(**heads, vad="off")
+
+
+def test_no_captions_or_speakers_from_digital_silence_or_room_noise(embedded_engines):
+    from engine.events import CaptionFinal, SpeakerTurn
+
+    gated, ungated = embedded_engines
+    silence = np.zeros(5 * SAMPLE_RATE, np.float32)
+    noise = (0.02 * np.random.default_rng(0).standard_normal(5 * SAMPLE_RATE)).astype(np.float32)
+    for clip in (silence, noise):
+        s = gated.new_stream()
+        events = s.accept(clip) + s.flush()
+        assert not [e for e in events if isinstance(e, (CaptionFinal, SpeakerTurn))]
+    # without the detector the shipped model does caption these (so the check above can fail)
+    s = ungated.new_stream()
+    events = s.accept(noise) + s.flush()
+    assert [e for e in events if isinstance(e, CaptionFinal)]

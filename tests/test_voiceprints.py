@@ -63,6 +63,8 @@ def expected_speech_s(seconds: float, on_ms: int = 400, off_ms: int = 200) -> fl
 class FakeEmbedder:
     """Pitch -> speaker id -> a fixed orthogonal direction, plus noise seeded by the audio bytes."""
 
+    speech_detector = EnergySpeechDetector()  # its test audio is tones: speech only to the energy detector
+
     def __init__(self, fingerprint: str = "fake:v1", threshold: float = 0.5, noise: float = 0.3,
                  space_seed: int = 0) -> None:
         self.fingerprint = fingerprint

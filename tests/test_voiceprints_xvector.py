@@ -22,6 +22,16 @@ from engine.voiceprints import VoiceprintService, XVectorEmbedder, checkpoint_fi
 from tests.test_voiceprints import speaker_audio  # noqa: E402
 from tests.tiny_checkpoints import tiny_config_dict, write_preprocessor  # noqa: E402
 
+
+@pytest.fixture(autouse=True)
+def energy_detector(monkeypatch):
+    """The audio here is synthetic tones, which Silero rightly calls no speech: these tests are
+    about the x-vector checkpoint, so the energy detector stands in as the default."""
+    import engine.speech_detect
+    from engine.speech_detect import EnergySpeechDetector
+
+    monkeypatch.setattr(engine.speech_detect, "_default", EnergySpeechDetector())
+
 REPO = Path(__file__).resolve().parents[1]
 
 
