@@ -31,7 +31,7 @@ from engine.scoring import DerResult, diarization_error, read_rttm
 from training.evaluate_stream import _run_stream, turn_segments
 from training.tune_clustering import VAL_SEED_TAG, CachedModels
 
-GRID = {
+GRID = {  # the grid behind models/embedded/speaker_tuning.json (session 13)
     "span_threshold": (0.2, 0.3, 0.4, 0.5),
     "new_speaker_min_speech": (0.7, 0.9),
     "span_merge_threshold": (0.4, 0.5, 0.7),
@@ -105,7 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write every candidate's figures as JSON")
     parser.add_argument("--cache", type=Path, help="keep model outputs in this file across runs (same models only)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier on a shared machine)")
+    parser.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
+                        help="replace the grid: one line per setting (SpeakerConfig fields, speech_threshold, "
+                             "speech_pad_frames), e.g. --grid span_frames=75,100")
     args = parser.parse_args(argv)
+    grid_spec = dict(GRID)
+    if args.grid:
+        grid_spec = {}
+        for item in args.grid:
+            name, _, values = item.partition("=")
+            if not values:
+                parser.error(f"--grid takes NAME=V1,V2,..., got {item!r}")
+            grid_spec[name] = tuple(float(v) if "." in v else int(v) for v in values.split(","))
     import torch
 
     torch.set_num_threads(args.threads)
@@ -124,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         models.load(args.cache)
     real_names, synth_names = [n for n, _, _ in real], [n for n, _, _ in synth]
     table = []
-    grid = candidates(GRID)
+    grid = candidates(grid_spec)
     for i, cand in enumerate(grid, 1):
         t0 = time.monotonic()
         res = score_all(models, cand, real + synth)
