@@ -105,7 +105,6 @@ class SpeakerConfig:
     merge_threshold: float | None = None
     centroid_momentum: float = 0.8  # weight of the old centroid on update
     cluster_audio_samples: int = 30 * SAMPLE_RATE  # audio kept per cluster for later enrollment
-    activity_every_windows: int = 1  # emit SpeakerActivity for every settled window span
     # speaker change inside a run: every this much new clean speech is embedded on its own ...
     change_check_samples: int = 16_000  # 1 s
     # ... and a cosine to the run's x-vector below this splits the run (None: the value measured
@@ -136,7 +135,7 @@ class SpeakerConfig:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if not 0.0 < self.offset <= self.onset < 1.0:
             raise ValueError(f"need 0 < offset <= onset < 1, got offset={self.offset} onset={self.onset}")
-        for name in ("min_on_frames", "min_off_frames", "activity_every_windows"):
+        for name in ("min_on_frames", "min_off_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.embed_min_samples < 8000 or self.embed_max_samples < self.embed_min_samples:
