@@ -308,7 +308,7 @@ def main(argv: Sequence[str] | None = None, engine_factory: Any = None) -> int:
             from app.commands import run_command
 
             return run_command(args)
-        from app.session import run_live_app
+        from app.live_app import run_live_app
 
         return run_live_app(args, engine_factory)
     except AppError as exc:

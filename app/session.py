@@ -4,20 +4,17 @@
 `StreamRunner` (compute on the compute thread), the runner publishes on the session's bus, and
 sinks read from it: the TUI or the JSON-lines writer, the websocket feed, and a lossless tap that
 records captions and turns for the output files. Output files are written atomically when the
-input ends, when the user quits and on Ctrl-C. `run_live_app` is the command line's entry.
+input ends, when the user quits and on Ctrl-C. The command line's entry is `app.live_app`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import dataclasses
 import functools
 import os
-import shutil
 import signal
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -26,12 +23,12 @@ import numpy as np
 
 from app.bus import EventBus
 from app.compute import ComputePool
-from app.errors import AppError, NoMicrophone
+from app.errors import AppError
 from app.live import StreamRunner
 from app.progress import FileProgress
-from app.shutdown import StopSignals, exit_status
-from app.sources import AudioBlock, check_samples, load_audio, paced_blocks
-from app.writers import SessionRecord, check_writable, remove_stale_temp_files, write_outputs
+from app.shutdown import StopSignals
+from app.sources import AudioBlock, paced_blocks
+from app.writers import SessionRecord, write_outputs
 from engine.timebase import SAMPLE_RATE
 
 JSONL_QUEUE_ITEMS = 100_000  # headless output: large, so only a stalled reader ever loses lines
@@ -371,105 +368,3 @@ async def run_headless(session: LiveSession) -> None:
             progress.finish()
         await session.close()  # websocket clients are closed with 1001 (going away)
         signals.remove()
-
-
-# --- the command line's entry ---------------------------------------------------------------
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
-
-
-def choose_input(args: argparse.Namespace) -> InputChoice:
-    """--input, else nothing when only serving, else the microphone, else the bundled demo."""
-    speed = None if args.fast else (args.speed or 1.0)
-    if args.input:
-        path = args.input[0]
-        samples = load_audio(path)
-        check = check_samples(samples, path)
-        if check.silent:
-            _warn(f"{path} is silent: no captions will appear")
-        elif check.clipped_fraction > 0.001:
-            _warn(f"{path} clips ({check.clipped_fraction:.1%} of samples at full scale); results may suffer")
-        return InputChoice("file", os.path.basename(path), samples=samples, speed=speed)
-    if args.serve is not None:
-        return InputChoice("none", "websocket clients")
-    try:
-        from app.sources import choose_microphone
-
-        mic = choose_microphone(args.mic)
-        return InputChoice("mic", mic.name, mic=mic)
-    except NoMicrophone as exc:
-        if args.mic is not None:
-            raise AppError(str(exc)) from None
-        print(f"{exc}; playing the bundled demo instead", file=sys.stderr, flush=True)
-        return InputChoice("demo", "demo", speed=speed)
-
-
-def run_live_app(args: argparse.Namespace, engine_factory: Any = None) -> int:
-    """The live app: pick input and sinks, load the engine, run TUI or headless; exit status."""
-    from app.engine_setup import (
-        attach_speakers, choose_models, enroll_demo_speakers, find_demo, load_engine,
-    )
-
-    outputs = {k: getattr(args, k) for k in ("transcript", "srt", "vtt", "rttm") if getattr(args, k)}
-    for path in [*outputs.values(), *([args.jsonl] if args.jsonl else [])]:
-        check_writable(path)
-        remove_stale_temp_files(path)  # left by a run that was killed (kill -9) while writing
-    source = choose_input(args)
-    demo = find_demo() if source.kind == "demo" else None
-    if demo is not None:
-        source = dataclasses.replace(source, samples=load_audio(demo.conversation))
-    models = None
-    if engine_factory is not None:
-        engine = engine_factory()
-    else:
-        models = choose_models(args)
-        engine = load_engine(args, models)
-    demo_folder = None
-    if demo is not None:
-        speakers, demo_folder = enroll_demo_speakers(engine, demo)
-    else:
-        from app.model_paths import speakers_db
-
-        speakers = attach_speakers(engine, speakers_db(args))
-    headless = args.headless or not sys.stdout.isatty()
-    options = SessionOptions(
-        outputs=outputs, jsonl=args.jsonl, headless=headless,
-        serve=(args.serve_host, args.serve_port) if args.serve is not None else None,
-        token=args.token,
-        max_clients=args.max_clients or 100,
-        replay_grace_s=10.0 if args.replay_grace is None else args.replay_grace,
-        tls=(args.tls_cert, args.tls_key) if args.tls_cert else None,
-        config={"input": source.kind, "models": models.describe() if models else None,
-                "device": args.device, "dtype": args.dtype, "sample_rate": SAMPLE_RATE, "frame_ms": 20},
-        file_id=os.path.splitext(source.label)[0].replace(" ", "_") or "live",
-        save_dir=args.save_dir,
-    )
-    session = LiveSession(engine, source, options, speakers)
-    failed = True
-    try:
-        if headless:
-            asyncio.run(run_headless(session))
-        else:
-            from app.tui import LiveTUI
-
-            tui = LiveTUI(session)
-            tui.run()
-            if tui.error is not None:
-                raise AppError(tui.error)
-        failed = False
-    except KeyboardInterrupt:
-        session.interrupted = True
-        failed = False
-    finally:
-        if outputs and not failed:  # a run that failed (e.g. the port is taken) writes nothing
-            session.write_outputs()
-        if demo_folder is not None:
-            shutil.rmtree(demo_folder, ignore_errors=True)
-    if session.interrupted and source.kind != "none" and outputs:
-        print("interrupted: output files hold what was captioned so far", file=sys.stderr)
-    if session.signal is not None:
-        return exit_status(session.signal)
-    return 130 if session.interrupted else 0
-
