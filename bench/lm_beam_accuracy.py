@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="how the decoder merges hypotheses: on sums them (the default), off keeps the best")
     p.add_argument("--ctc-schedules", nargs="+", default=None, metavar="LEFT,HOP,RIGHT",
                    help="caption schedules in seconds (default: the engine's)")
+    p.add_argument("--vad", nargs="+", default=["silero"], choices=("silero", "energy", "off"),
+                   help="speech detector gating the captions (the engine's default: silero)")
     args = p.parse_args(argv)
     lm = find_language_model(args.model / "ctc")
     if lm is None:
@@ -52,15 +54,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(refs)} {args.split} utterances, {args.model}")
     schedules = [None] if args.ctc_schedules is None else [
         HeadSchedule.from_seconds(*map(float, s.split(","))) for s in args.ctc_schedules]
-    print("| caption schedule | beam | log-add | streaming CER with LM | WER | seconds |\n| --- | --- | --- | --- | --- | --- |")
+    print("| caption schedule | beam | log-add | speech detector | streaming CER with LM | WER | seconds |\n"
+          "| --- | --- | --- | --- | --- | --- | --- |")
     for schedule in schedules:
         config = EngineConfig() if schedule is None else EngineConfig(ctc=schedule)
-        for beam, log_add in itertools.product(args.beams, args.log_add):
-            engine = Engine.from_checkpoints(asr=str(args.model / "ctc"), lm=str(lm), config=dataclasses.replace(
+        for beam, log_add, vad in itertools.product(args.beams, args.log_add, args.vad):
+            engine = Engine.from_checkpoints(asr=str(args.model / "ctc"), lm=str(lm), vad=vad, config=dataclasses.replace(
                 config, lm_beam_width=beam, lm_log_add=log_add == "on"))
             t0 = time.monotonic()
             hyps = [final_transcript(_run_stream(engine.new_stream(), a)) for a in audios]
-            print(f"| {_seconds(config.ctc)} | {beam} | {log_add} | {100 * char_error_rate(refs, hyps):.2f} % "
+            print(f"| {_seconds(config.ctc)} | {beam} | {log_add} | {vad} | {100 * char_error_rate(refs, hyps):.2f} % "
                   f"| {100 * word_error_rate(refs, hyps):.2f} % | {time.monotonic() - t0:.0f} |", flush=True)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from app.sources import load_audio
 from engine.speech_detect import speech_mask, speech_only
+from engine.speech_model import default_detector
 from engine.voiceprints import XVectorEmbedder, voice_mix
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +56,7 @@ def main() -> None:
         table = cases(tmp)
     print(f"threshold {embedder.threshold:.3f}; a row per recording and factor of the threshold")
     for name, (audio, truth) in table.items():
-        speech = speech_only(audio, speech_mask(audio))
+        speech = speech_only(audio, speech_mask(audio, default_detector()))
         for factor in args.factors:
             mix = voice_mix(embedder, speech, factor * embedder.threshold)
             verdict = "MIXED" if mix.mixed else "one voice"

@@ -5,8 +5,8 @@ better made from speech only. `EnergySpeechDetector` is a deliberately simple, d
 that needs no model: per-frame RMS energy in dBFS against a threshold set from the recording's own
 noise floor, short bursts dropped, and a hangover that keeps the quiet ends of words. A model that
 knows better (the diarization head's frame activity) can stand in through the `SpeechDetector`
-protocol. The default detector is Silero VAD (engine/speech_model.py), which was trained on real
-speech; the energy detector stands in only when Silero cannot load.
+protocol. The default detector is Silero VAD (`engine.speech_model.default_detector()`), which was
+trained on real speech; the energy detector stands in only when Silero cannot load.
 
 Limits of the energy detector, by design: a loud non-speech sound (a door, music) counts as speech;
 speech that never pauses is measured against its own quietest frames, so whispered parts of
@@ -108,24 +108,10 @@ def _hangover(mask: np.ndarray, frames: int) -> np.ndarray:
     return out
 
 
-_default: SpeechDetector | None = None
-
-
-def default_detector() -> SpeechDetector:
-    """Silero VAD (engine.speech_model), or the energy detector when Silero cannot load."""
-    global _default
-    if _default is None:
-        from engine.speech_model import load_detector
-
-        _default = load_detector("silero")
-    assert _default is not None
-    return _default
-
-
-def speech_mask(samples: np.ndarray, detector: SpeechDetector | None = None) -> np.ndarray:
-    """(frames,) bool speech mask from `detector` (`default_detector()` if None), shape-checked."""
-    det = default_detector() if detector is None else detector
-    mask = np.asarray(det.speech_frames(samples), dtype=bool)
+def speech_mask(samples: np.ndarray, detector: SpeechDetector) -> np.ndarray:
+    """(frames,) bool speech mask from `detector`, shape-checked (the default detector, Silero, is
+    `engine.speech_model.default_detector()`)."""
+    mask = np.asarray(detector.speech_frames(samples), dtype=bool)
     expected = -(-len(samples) // FRAME_SAMPLES)
     if mask.shape != (expected,):
         raise ValueError(
@@ -135,7 +121,7 @@ def speech_mask(samples: np.ndarray, detector: SpeechDetector | None = None) -> 
     return mask
 
 
-def net_speech_samples(samples: np.ndarray, detector: SpeechDetector | None = None) -> int:
+def net_speech_samples(samples: np.ndarray, detector: SpeechDetector) -> int:
     """Samples of speech in `samples`: speech frames times 320, the partial last frame counted exactly."""
     mask = speech_mask(samples, detector)
     return int(speech_only(samples, mask).size)

@@ -128,3 +128,14 @@ def load_detector(kind: str, device: Any = "cpu") -> "SileroDetector | EnergyDet
 
 
 fallback_note: str | None = None
+_default: "SileroDetector | EnergyDetector | None" = None
+
+
+def default_detector() -> "SileroDetector | EnergyDetector":
+    """The detector enrollment and verification measure net speech with: Silero, loaded once
+    (the energy detector when Silero cannot load)."""
+    global _default
+    if _default is None:
+        _default = load_detector("silero")
+    assert _default is not None
+    return _default

@@ -39,6 +39,7 @@ from engine.speaker_store import (
     validate_name,
 )
 from engine.speech_detect import SpeechDetector, speech_mask, speech_only
+from engine.speech_model import default_detector
 from engine.timebase import SAMPLE_RATE, samples_to_seconds, seconds_to_samples
 
 __all__ = [
@@ -207,7 +208,7 @@ def embed_recording(
     """(unit embedding of the speech in `samples`, net speech samples); the embedding is None when
     there is less than `min_speech_samples` of speech (the embedder is not called then)."""
     x = check_audio(samples)
-    mask = speech_mask(x, detector if detector is not None else getattr(embedder, "speech_detector", None))
+    mask = speech_mask(x, detector or getattr(embedder, "speech_detector", None) or default_detector())
     speech = speech_only(x, mask)
     if speech.size == 0 or speech.size < min_speech_samples:
         return None, int(speech.size)
@@ -347,7 +348,7 @@ class VoiceprintService:
         MixedVoicesError if it seems to hold several voices, whose mixture no score describes.
         """
         x = check_audio(samples, what)
-        speech = speech_only(x, speech_mask(x, self.detector))
+        speech = speech_only(x, speech_mask(x, self.detector or default_detector()))
         if speech.size == 0 or speech.size < self.min_test_samples:
             raise NotEnoughSpeechError(
                 f"{what}: {samples_to_seconds(speech.size):.2f} s of speech found, at least "
@@ -402,7 +403,7 @@ class VoiceprintService:
         clips = [check_audio(r, label[i]) for i, r in enumerate(recordings)]
         if not clips:
             raise InvalidAudioError("enrollment needs at least one recording")
-        speech_audio = [speech_only(c, speech_mask(c, self.detector)) for c in clips]
+        speech_audio = [speech_only(c, speech_mask(c, self.detector or default_detector())) for c in clips]
         speech = [int(a.size) for a in speech_audio]
         stored = 0  # adding to a voiceprint: its stored speech counts towards the minimum
         if not created and not replace and self.fingerprint in self._fingerprints_of(clean):

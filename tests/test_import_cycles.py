@@ -21,9 +21,6 @@ KNOWN_CYCLES: dict[frozenset[str], str] = {
     # scorer and CLI embed with engine.voiceprints inside functions. Issue 23 item 2 moves the
     # calibration values and loader into the voiceprints package and the trial scorer beside it.
     frozenset({"engine.calibration", "engine.voiceprints"}): "issue 23 item 2 (voiceprints package)",
-    # engine.speech_model builds on speech_detect's energy detector; speech_detect's
-    # default_detector() loads Silero from speech_model inside the function.
-    frozenset({"engine.speech_detect", "engine.speech_model"}): "speech detection (lead): default_detector's home",
 }
 
 

@@ -27,10 +27,10 @@ from tests.tiny_checkpoints import tiny_config_dict, write_preprocessor  # noqa:
 def energy_detector(monkeypatch):
     """The audio here is synthetic tones, which Silero rightly calls no speech: these tests are
     about the x-vector checkpoint, so the energy detector stands in as the default."""
-    import engine.speech_detect
+    import engine.speech_model
     from engine.speech_detect import EnergySpeechDetector
 
-    monkeypatch.setattr(engine.speech_detect, "_default", EnergySpeechDetector())
+    monkeypatch.setattr(engine.speech_model, "_default", EnergySpeechDetector())
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -200,12 +200,13 @@ def write_trials(corpus: Corpus, split: str, out: Path) -> Path:
     import soundfile as sf
 
     from engine.speech_detect import speech_mask, speech_only
+    from engine.speech_model import default_detector
 
     out.mkdir(parents=True, exist_ok=True)
     for spk, idx in sorted(corpus.by_speaker(split).items()):
         for k, i in enumerate(idx):
             audio = corpus.audio(split, i)
-            if speech_only(audio, speech_mask(audio, None)).size < 8000:
+            if speech_only(audio, speech_mask(audio, default_detector())).size < 8000:
                 continue
             sf.write(out / f"{spk}__{k:02d}.wav", audio, SAMPLE_RATE, subtype="PCM_16")
     return out
@@ -218,6 +219,7 @@ def evaluate_sv_service(model_dir: Path, corpus: Corpus, split: str = "test") ->
     from engine.voiceprints import XVectorEmbedder
 
     from engine.speech_detect import speech_mask, speech_only
+    from engine.speech_model import default_detector
 
     embedder = XVectorEmbedder(model_dir / "sv")
     clips: dict[str, list[np.ndarray]] = {}
@@ -226,7 +228,7 @@ def evaluate_sv_service(model_dir: Path, corpus: Corpus, split: str = "test") ->
         for i in idx:
             audio = corpus.audio(split, i)
             # score_trials embeds the detected speech only; the embedder refuses < 0.5 s of it
-            if speech_only(audio, speech_mask(audio, None)).size >= 8000:
+            if speech_only(audio, speech_mask(audio, default_detector())).size >= 8000:
                 clips.setdefault(spk, []).append(audio)
             else:
                 dropped += 1
