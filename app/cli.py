@@ -76,7 +76,7 @@ _OPTIONS: list[tuple[str, tuple[str, ...], dict[str, Any]]] = [
                                     "help": "feed: refuse connections beyond N with close code 1013 (default 100)"}),
     ("output", ("--replay-grace",), {"type": float, "metavar": "S",
                                      "help": "feed: keep serving replay and exports S seconds after the input ends "
-                                             "(default 30 with --input, 0 to exit at once)"}),
+                                             "(default 10 with --input, 0 to exit at once)"}),
     ("output", ("--tls-cert",), {"metavar": "PEM", "help": "feed: serve https/wss with this certificate (with --tls-key)"}),
     ("output", ("--tls-key",), {"metavar": "PEM", "help": "feed: the certificate's private key"}),
     ("output", ("--to",), {"metavar": "DIR", "dest": "export_to",
