@@ -120,9 +120,10 @@ class SpeakerConfig:
     span_frames: int = 75  # 1.5 s of audio per span x-vector
     span_hop_frames: int = 25  # a new span every 0.5 s
     span_min_speech: float = 0.3  # share of detected speech a span needs to be embedded at all
-    new_speaker_min_speech: float = 0.7  # ... and to open a new `unknown-N`
-    span_threshold: float = 0.3  # cosine to a cluster's centroid to join it (else a new voice)
-    span_merge_threshold: float = 0.4  # two unknown clusters this close merge (unless heard together)
+    new_speaker_min_speech: float = 0.5  # ... and to open a new `unknown-N`
+    new_speaker_spans: int = 2  # spans in a row that must agree on a voice nobody has before it opens (1 or 2)
+    span_threshold: float = 0.35  # cosine to a cluster's centroid to join it (else a new voice)
+    span_merge_threshold: float = 0.5  # two unknown clusters this close merge (unless heard together)
 
     def __post_init__(self) -> None:
         if self.tracking not in ("spans", "activity"):
@@ -130,6 +131,8 @@ class SpeakerConfig:
         if self.span_frames < 25 or not 1 <= self.span_hop_frames <= self.span_frames:
             raise ValueError(f"need span_frames >= 25 and 1 <= span_hop_frames <= span_frames, got "
                              f"{self.span_frames}, {self.span_hop_frames}")
+        if self.new_speaker_spans not in (1, 2):
+            raise ValueError(f"new_speaker_spans must be 1 or 2, got {self.new_speaker_spans}")
         for name in ("span_min_speech", "new_speaker_min_speech"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")

@@ -26,7 +26,7 @@ import numpy as np
 from engine.buffers import RollingArray
 from engine.config import SpeakerConfig, SpeechConfig
 from engine.events import Event, SpeakerActivity, SpeakerMatch, SpeakerTurn
-from engine.speakers import ActivityAggregator, SpeakerClusters
+from engine.speakers import ActivityAggregator, SpeakerClusters, _unit
 from engine.timebase import FRAME_SAMPLES
 
 
@@ -68,6 +68,7 @@ class SpanSpeakerTracker:
         self._next_span = 0  # index of the next span to consider
         self._requests: list[SpanRequest] = []  # handed out, result not back yet
         self._fresh: list[SpanRequest] = []  # cut, not yet handed out
+        self._candidate: tuple[SpanRequest, np.ndarray, np.ndarray | None] | None = None  # a new voice?
         self._labels: dict[int, str | None] = {}  # span index -> label (None: too little speech)
         self._resolved = 0  # spans [0, _resolved) all have a result
         self.settled = 0  # frames before this are decided (labels and turns)
@@ -162,6 +163,8 @@ class SpanSpeakerTracker:
             share = self._speech_share(end - self.cfg.span_frames, end)
             if share < self.cfg.span_min_speech or (not self.reembed and k % 2 == 1):
                 self._labels[k] = None
+                if self._candidate is not None and self._candidate[0].index == k - 1:
+                    events += self._release_candidate()
             else:
                 req = SpanRequest(k, end - self.cfg.span_frames, end)
                 self._requests.append(req)
@@ -179,14 +182,44 @@ class SpanSpeakerTracker:
         self._requests = [r for r in self._requests if r.index != req.index]
         self._fresh = [r for r in self._fresh if r.index != req.index]
         self._labels[req.index] = None
-        return self._advance()
+        events = self._release_candidate() if self._candidate and self._candidate[0].index == req.index - 1 else []
+        return events + self._advance()
 
     def add_embedding(self, req: SpanRequest, vector: np.ndarray, audio: np.ndarray | None = None) -> list[Event]:
-        """The x-vector of a span: name it, then decide every frame that can be decided."""
+        """The x-vector of a span: name it, then decide every frame that can be decided.
+
+        A span that fits no known voice opens a new one only when the next span agrees with it
+        (`new_speaker_spans` 2): one odd span (a cough, two voices at once) is no new person.
+        """
         events: list[Event] = []
         self._requests = [r for r in self._requests if r.index != req.index]
-        share = self._speech_share(req.start_frame, req.end_frame)
-        may_open = share >= self.cfg.new_speaker_min_speech
+        may_open = self._speech_share(req.start_frame, req.end_frame) >= self.cfg.new_speaker_min_speech
+        fits = self.clusters.fits(vector)
+        if self._candidate is not None:
+            held, held_vector, held_audio = self._candidate
+            self._candidate = None
+            if (may_open and not fits and req.index == held.index + 1
+                    and float(_unit(held_vector) @ _unit(vector)) >= self.clusters.new_threshold):
+                events += self._name(held, _unit(held_vector) + _unit(vector), held_audio, may_open=True)
+                events += self._name(req, vector, audio, may_open=True)
+                return events + self._advance()
+            events += self._name(held, held_vector, held_audio, may_open=False)
+        if may_open and not fits and self.cfg.new_speaker_spans > 1 and req.index + 1 not in self._labels:
+            self._candidate = (req, vector, audio)  # wait for the next span
+            return events + self._advance()
+        events += self._name(req, vector, audio, may_open)
+        return events + self._advance()
+
+    def _release_candidate(self) -> list[Event]:
+        """A held span whose next span will not come (no speech, dropped, end): no new voice."""
+        if self._candidate is None:
+            return []
+        held, held_vector, held_audio = self._candidate
+        self._candidate = None
+        return self._name(held, held_vector, held_audio, may_open=False)
+
+    def _name(self, req: SpanRequest, vector: np.ndarray, audio: np.ndarray | None, may_open: bool) -> list[Event]:
+        events: list[Event] = []
         cluster, match, merged = self.clusters.assign(vector, may_open=may_open)
         label = cluster.label if cluster is not None else None
         self._labels[req.index] = label
@@ -200,7 +233,6 @@ class SpanSpeakerTracker:
         if label is not None:
             self._last_label = label
         self._apply(merged)
-        events += self._advance()
         return events
 
     # -- deciding frames -----------------------------------------------------------------------
@@ -328,7 +360,9 @@ class SpanSpeakerTracker:
 
     def finish(self) -> list[Event]:
         """End of stream: every span resolved (the caller ran them), decide and close all."""
-        events = self._decide(self.speech.end)
+        events = self._release_candidate()
+        events += self._advance()
+        events += self._decide(self.speech.end)
         events += self._close()
         return events
 

@@ -212,6 +212,12 @@ class SpeakerClusters:
     def find(self, label: str) -> Cluster | None:
         return next((c for c in self.clusters if c.label == label), None)
 
+    def fits(self, embedding: np.ndarray) -> bool:
+        """Would `assign` put this embedding into an existing cluster (no new voice)?"""
+        e = _unit(embedding)
+        return any(float(c.centroid @ e) >= (self.enrolled_threshold if c.enrolled else self.new_threshold)
+                   for c in self.clusters)
+
     def cannot_link(self, a: str, b: str) -> None:
         """`a` and `b` spoke at the same time: they are two people and are never merged."""
         if a != b:

@@ -156,3 +156,31 @@ def test_span_tracking_with_a_real_two_label_diarization_checkpoint(tiny):
     covered = sum(len(e.probs) for e in acts)
     assert abs(covered - 12 * 50) <= 30  # every frame decided once, in order
     assert all(len(row) == len(e.speakers) for e in acts for row in e.probs)
+
+
+def test_one_odd_span_opens_no_new_voice_but_two_in_a_row_do():
+    """A voice nobody has opens `unknown-N` only when two spans in a row agree on it."""
+    models = ScriptedModels(heads=HEADS, shared=True)
+    cfg = SpeakerConfig()
+    a = script([(0, LONG_A)], gap_frames=0)
+    blip = script([(1, "hello there bob how are you")], gap_frames=0)[:40]  # 0.8 s of another voice, no pause
+
+    def odd_spans(frames) -> int:  # spans whose majority voice is the blip's (the fake x-vector's rule)
+        bits = np.array([f.speakers for f in frames])
+        n = 0
+        for k in range((len(bits) - cfg.span_frames) // cfg.span_hop_frames + 1):
+            w = bits[k * cfg.span_hop_frames : k * cfg.span_hop_frames + cfg.span_frames]
+            n += int(np.sum(w == 2) > np.sum(w == 1))
+        return n
+
+    lead = next(i for i in range(25) if odd_spans(a[: len(a) - i] + blip + a) == 1)  # exactly one odd span
+    audio = frames_to_audio(a[: len(a) - lead] + blip + a + script([(None, "")], gap_frames=50))
+
+    def labels(spans: int) -> set[str]:
+        config = EngineConfig(speakers=SpeakerConfig(new_speaker_spans=spans))
+        return {t[0] for t in turns(run(Engine(models, config), audio))}
+
+    assert labels(2) == {"unknown-1"}
+    assert "unknown-2" in labels(1)  # opening at once takes the blip for a person: the rule matters
+    two = conversation((0, LONG_A), (1, LONG_B))
+    assert {t[0] for t in turns(run(Engine(models, EngineConfig()), two))} == {"unknown-1", "unknown-2"}

@@ -32,11 +32,11 @@ from training.evaluate_stream import _run_stream, turn_segments
 from training.tune_clustering import VAL_SEED_TAG, CachedModels
 
 GRID = {  # the grid behind models/embedded/speaker_tuning.json (session 13)
-    "span_threshold": (0.2, 0.3, 0.4, 0.5),
-    "new_speaker_min_speech": (0.7, 0.9),
-    "span_merge_threshold": (0.4, 0.5, 0.7),
+    "span_threshold": (0.3, 0.35, 0.4),
+    "new_speaker_min_speech": (0.5, 0.7),
+    "new_speaker_spans": (1, 2),
+    "span_merge_threshold": (0.4, 0.5, 0.6),
     "speech_threshold": (0.3, 0.5),
-    "speech_pad_frames": (10, 15),
 }
 
 
