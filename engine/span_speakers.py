@@ -366,9 +366,6 @@ class SpanSpeakerTracker:
         events += self._close()
         return events
 
-    def pending_requests(self) -> bool:
-        return bool(self._requests)
-
     # -- labels --------------------------------------------------------------------------------
 
     def _apply(self, relabels: dict[str, str]) -> None:
