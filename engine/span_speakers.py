@@ -7,10 +7,12 @@ embeddings, then incremental clustering), shaped for this engine:
    `span_min_speech` becomes an x-vector request (`take_requests`); the model side computes
    the embeddings in batches and hands them back (`add_embedding`);
 3. each embedding is named by incremental cosine clustering (`SpeakerClusters`, seeded by enrolled
-   voiceprints): a known voice joins its cluster, an unknown one opens `unknown-N` only when the
-   span is mostly speech (`new_speaker_min_speech`), so noise-heavy spans cannot make new people;
-   a change of cluster between spans is the speaker-change decision;
-4. a speech frame takes the label of the nearest-centred named span; runs of one label are turns.
+   voiceprints): a known voice joins its cluster, an unknown one opens `unknown-N` only when two
+   spans in a row agree on it (`new_speaker_spans`) and hold enough speech
+   (`new_speaker_min_speech`), so a cough or a noisy span makes no new person; a change of
+   cluster between spans is the speaker-change decision;
+4. a speech frame takes the label of the nearest-centred named span, and between two spans with
+   different labels the activity head (`add_activity`) places the change; runs of one label are turns.
 Speakers heard at the same time (a frame where the activity head says two voices overlap and the
 neighbouring spans carry two labels) get a cannot-link: their clusters are never merged.
 
