@@ -43,9 +43,9 @@ def engine_mask(detector, audio: np.ndarray, cfg) -> np.ndarray:
         if hi >= n:
             break
         k += 1
-    mask = (probs >= cfg.speech.threshold).astype(np.int32)
-    pad = cfg.speech.pad_frames
-    return np.convolve(mask, np.ones(2 * pad + 1, np.int32), mode="same") > 0 if pad else mask > 0
+    from engine.speech_detect import padded_speech
+
+    return padded_speech(probs, cfg.speech.threshold, cfg.speech.pad_frames)
 
 
 def main(argv: list[str] | None = None) -> int:

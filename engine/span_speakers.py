@@ -29,6 +29,7 @@ from engine.buffers import RollingArray
 from engine.config import SpeakerConfig, SpeechConfig
 from engine.events import Event, SpeakerActivity, SpeakerMatch, SpeakerTurn
 from engine.speakers import ActivityAggregator, SpeakerClusters, _unit
+from engine.speech_detect import padded_speech
 from engine.timebase import FRAME_SAMPLES
 
 
@@ -137,17 +138,15 @@ class SpanSpeakerTracker:
         return self._cut_spans()
 
     def _is_speech(self, start: int, end: int) -> np.ndarray:
-        """Speech mask of frames [start, end), each speech frame widened by `vad_pad_frames`."""
+        """Speech mask of frames [start, end), each speech frame widened by `SpeechConfig.pad_frames`."""
         pad = self.speech_cfg.pad_frames
         lo, hi = max(self.speech.start, start - pad), min(self.speech.end, end + pad)
         out = np.zeros(max(0, end - start), dtype=bool)
         if hi <= lo:
             return out
-        raw = (self.speech.view(lo, hi) >= self.speech_cfg.threshold).astype(np.int32)
-        if pad:
-            raw = np.convolve(raw, np.ones(2 * pad + 1, np.int32), mode="same")
+        mask = padded_speech(self.speech.view(lo, hi), self.speech_cfg.threshold, pad)
         a, b = max(start, lo), min(end, hi)
-        out[a - start : b - start] = raw[a - lo : b - lo] > 0
+        out[a - start : b - start] = mask[a - lo : b - lo]
         return out
 
     def _speech_share(self, start: int, end: int) -> float:

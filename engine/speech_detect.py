@@ -87,6 +87,15 @@ def frame_levels_db(samples: np.ndarray) -> np.ndarray:
         return np.maximum(10.0 * np.log10(power), _DB_FLOOR)
 
 
+def padded_speech(probs: np.ndarray, threshold: float, pad_frames: int) -> np.ndarray:
+    """Speech frames from per-frame speech probabilities: at or above `threshold`, each widened by
+    `pad_frames` on both sides (word edges and short pauses stay in)."""
+    mask = (np.asarray(probs) >= threshold).astype(np.int32)
+    if pad_frames and mask.size:
+        mask = np.convolve(mask, np.ones(2 * pad_frames + 1, np.int32), mode="same")
+    return mask > 0
+
+
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) index pairs of the True runs of a 1-D bool array."""
     edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))

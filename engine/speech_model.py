@@ -16,14 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from engine.config import frames_in
 from engine.speech_detect import EnergySpeechDetector
 from engine.timebase import FRAME_SAMPLES
 
 DETECTORS = ("silero", "energy", "off")
-
-
-def _frames_in(n_samples: int) -> int:
-    return 0 if n_samples < 400 else (n_samples - 400) // FRAME_SAMPLES + 1
 
 
 class SileroDetector:
@@ -78,7 +75,7 @@ class SileroDetector:
 
 def _on_frame_grid(chunk_probs: np.ndarray, n_samples: int, chunk: int) -> np.ndarray:
     """Per-chunk probabilities -> per-frame (the chunk holding each frame's centre)."""
-    t = _frames_in(n_samples)
+    t = frames_in(n_samples)
     if chunk_probs.shape[1] == 0:
         return np.zeros((chunk_probs.shape[0], t), np.float32)
     centres = np.arange(t) * FRAME_SAMPLES + 200  # a frame sees samples [320 t, 320 t + 400)
@@ -96,7 +93,7 @@ class EnergyDetector:
     def frame_probs(self, batch: np.ndarray) -> np.ndarray:
         rows = []
         for w in np.asarray(batch, np.float32):
-            t = _frames_in(len(w))
+            t = frames_in(len(w))
             mask = self.detector.speech_frames(w)[:t]
             rows.append(np.where(mask, 0.9, 0.05).astype(np.float32))
         return np.stack(rows)

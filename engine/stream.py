@@ -27,6 +27,7 @@ from engine.events import (
 )
 from engine.model_side import ModelSide, WindowOutputs
 from engine.span_speakers import SpanRequest, SpanSpeakerTracker
+from engine.speech_detect import padded_speech
 from engine.speakers import SpeakerClusters, SpeakerTracker
 from engine.timebase import FRAME_SAMPLES, SAMPLE_RATE
 
@@ -403,11 +404,15 @@ class Stream:
 
     # -- delivering outputs -------------------------------------------------------------------
 
-    def _commit_range(self, req: WindowRequest) -> tuple[int, int]:
-        s = self.ctc_schedule
+    def _commit_range(self, req: WindowRequest, schedule: HeadSchedule | None = None,
+                      done: int | None = None) -> tuple[int, int]:
+        """Frames window `req` takes once: its hop after the left context (a flush window: from
+        `done`, the first frame not yet taken, to its end). Caption frames by default."""
+        s = schedule or self.ctc_schedule
         first_frame = req.start_sample // FRAME_SAMPLES
         if req.final:
-            return self._decoder.next_frame, first_frame + frames_in(len(req.samples))  # type: ignore[union-attr]
+            start = self._decoder.next_frame if done is None else done  # type: ignore[union-attr]
+            return start, first_frame + frames_in(len(req.samples))
         k = req.start_sample // s.hop_samples
         lo = 0 if k == 0 else first_frame + s.left_frames
         return lo, first_frame + s.left_frames + s.hop_frames
@@ -455,31 +460,19 @@ class Stream:
     def _gate(self, log_probs: np.ndarray, speech: np.ndarray) -> np.ndarray:
         """CTC output with every frame the speech detector calls non-speech set to blank."""
         cfg = self.config.speech
-        mask = (speech[: len(log_probs)] >= cfg.threshold).astype(np.int32)
-        if cfg.pad_frames:
-            mask = np.convolve(mask, np.ones(2 * cfg.pad_frames + 1, np.int32), mode="same")
-        silent = mask == 0
+        silent = ~padded_speech(speech[: len(log_probs)], cfg.threshold, cfg.pad_frames)
         if not silent.any():
             return log_probs
         gated = log_probs.copy()
         gated[silent] = self._blank_log_probs(1)[0]
         return gated
 
-    def _speech_range(self, req: WindowRequest) -> tuple[int, int]:
-        """Frames of `req` whose speech probabilities go to the tracker (each frame once)."""
-        s = self.ctc_schedule if _CTC in req.want else self.diar_schedule
-        first_frame = req.start_sample // FRAME_SAMPLES
-        if req.final:
-            return self._speech_next, first_frame + frames_in(len(req.samples))
-        k = req.start_sample // s.hop_samples
-        lo = 0 if k == 0 else first_frame + s.left_frames
-        return lo, first_frame + s.left_frames + s.hop_frames
-
     def _deliver_speech(self, req: WindowRequest, speech: np.ndarray, first_frame: int) -> list[Event]:
         """Speech probabilities of the frames this window settles -> the span tracker, and the
         x-vector requests that makes into the queue."""
         assert isinstance(self.tracker, SpanSpeakerTracker)
-        lo, hi = self._speech_range(req)
+        lo, hi = self._commit_range(req, self.ctc_schedule if _CTC in req.want else self.diar_schedule,
+                                    self._speech_next)
         lo = max(lo, self._speech_next, first_frame)
         hi = min(hi, first_frame + len(speech))
         if hi <= lo:
