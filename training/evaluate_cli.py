@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from engine.timebase import SAMPLE_RATE
 from training.corpus import Corpus
 from training.scoring import equal_error_rate
 
@@ -52,15 +53,15 @@ def choose_speakers(corpus: Corpus, n: int, tests: int) -> dict[str, tuple[list[
     step = max(1, len(names) // max(1, n))
     for name in names[::step][:n]:
         # each recording must hold >= 1 s of net speech (enroll refuses shorter ones)
-        idx = [i for i in corpus.by_speaker("test")[name] if rows[i]["length"] >= MIN_CLIP_S * 16000]
+        idx = [i for i in corpus.by_speaker("test")[name] if rows[i]["length"] >= MIN_CLIP_S * SAMPLE_RATE]
         enroll, total = [], 0
         for i in idx:
-            if total >= ENROLL_AUDIO_S * 16000:
+            if total >= ENROLL_AUDIO_S * SAMPLE_RATE:
                 break
             enroll.append(i)
             total += rows[i]["length"]
         rest = [i for i in idx if i not in enroll][:tests]
-        if total >= ENROLL_AUDIO_S * 16000 and len(rest) == tests:
+        if total >= ENROLL_AUDIO_S * SAMPLE_RATE and len(rest) == tests:
             out[name] = (enroll, rest)
     return out
 
@@ -80,7 +81,7 @@ def evaluate_cli(model_dir: Path, corpus: Corpus, n_speakers: int = 16, tests: i
         def wav(i: int) -> str:
             path = folder / f"test{i}.wav"
             if not path.exists():
-                sf.write(path, corpus.audio("test", i), 16000)
+                sf.write(path, corpus.audio("test", i), SAMPLE_RATE)
             return str(path)
 
         alias = {name: f"spk{k:02d}" for k, name in enumerate(chosen)}  # names the CLI accepts as typed
