@@ -5,7 +5,7 @@ same backbone weights (compared by digest) and the same input preprocessing
 (`preprocessor_config.json`: normalisation, attention mask) — are grouped, and each group runs its
 backbone once per window, then every head's `forward_head` on that output. Windows in a batch are
 always of equal length (the scheduler guarantees it): group-norm encoders must not see padding.
-The x-vector head is wrapped by engine.voiceprints.XVectorEmbedder, so stream clustering and the
+The x-vector head is wrapped by voiceprints.xvector.XVectorEmbedder, so stream clustering and the
 voiceprint store use one embedding recipe, one fingerprint and one calibrated threshold.
 """
 
@@ -116,7 +116,7 @@ class TorchModels:
                 num_speakers = int(model.config.num_labels)
         embedder = None
         if sv is not None:
-            from engine.voiceprints import XVectorEmbedder
+            from voiceprints.xvector import XVectorEmbedder  # checkpoint loading, like models/; no store
 
             embedder = XVectorEmbedder(str(sv), device=str(dev), dtype=dtype)
         from engine.speech_model import load_detector
