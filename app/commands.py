@@ -22,7 +22,7 @@ def _store(args: argparse.Namespace, create: bool) -> Any:
     import os
 
     from app.model_paths import speakers_db
-    from engine.speaker_store import SpeakerStore
+    from voiceprints.store import SpeakerStore
 
     path = speakers_db(args)
     if not create and not os.path.exists(path):
@@ -40,7 +40,8 @@ def _sv_model(args: argparse.Namespace) -> str:
 
 
 def _service(args: argparse.Namespace, store: Any) -> Any:
-    from engine.voiceprints import VoiceprintService, XVectorEmbedder
+    from voiceprints.service import VoiceprintService
+    from voiceprints.xvector import XVectorEmbedder
 
     sv = _sv_model(args)
     try:
@@ -98,7 +99,7 @@ def _person(info: Any) -> dict[str, Any]:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run one speaker subcommand; errors from the store or the model become one `AppError` line."""
-    from engine.speaker_store import VoiceprintError
+    from voiceprints.errors import VoiceprintError
 
     try:
         return _run(args)
@@ -126,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
     store = _store(args, create=False)
     if command == "verify":
         if store is None:
-            from engine.speaker_store import UnknownSpeakerError
+            from voiceprints.errors import UnknownSpeakerError
 
             raise UnknownSpeakerError(args.name, [])
         verdict = _service(args, store).verify(args.name, audio, what=path)
@@ -152,7 +153,7 @@ def _warn_outliers(result: Any, sources: list[str]) -> None:
 
 def _speakers(args: argparse.Namespace) -> int:
     """speakers list | export NAME | remove NAME."""
-    from engine.speaker_store import UnknownSpeakerError
+    from voiceprints.errors import UnknownSpeakerError
 
     store = _store(args, create=False)
     if args.speakers_command == "list":

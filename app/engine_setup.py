@@ -88,7 +88,7 @@ def choose_language_model(args: argparse.Namespace, asr: str | None) -> str | No
             raise AppError(f"--lm-text {text}: no such file")
     import sys
 
-    from engine.speaker_store import default_store_path
+    from voiceprints.store_schema import default_store_path
     from models.lm.domain import domain_lm
 
     try:
@@ -130,21 +130,28 @@ def load_engine(args: argparse.Namespace, models: ModelChoice) -> Any:
 
 
 def attach_speakers(engine: Any, db_path: str) -> Any:
-    """Open the speaker store at `db_path` with the engine's embedder; seeds new streams.
+    """Open the speaker store at `db_path` with the engine's embedder; its voiceprints seed new streams
+    (`engine.speakers`, refreshed after each enrollment or removal).
 
     Returns the VoiceprintService, or None when the engine has no speaker-embedding head.
     """
     embedder = getattr(engine, "embedder", None)
     if embedder is None:
         return None
-    from engine.speaker_store import SpeakerStore, VoiceprintError
-    from engine.voiceprints import VoiceprintService
+    from voiceprints.errors import VoiceprintError
+    from voiceprints.service import VoiceprintService
+    from voiceprints.store import SpeakerStore
 
     try:
         service = VoiceprintService(embedder, SpeakerStore(db_path))
-    except (OSError, VoiceprintError) as exc:
+        engine.speakers = service.enrolled()  # plain values: the engine never reads the store
+    except (OSError, VoiceprintError, ValueError) as exc:
         raise AppError(f"speaker store {db_path}: {_one_line(exc)}") from None
-    engine.speakers = service
+
+    def reseed() -> None:  # an enrollment or removal: streams opened from now on know it
+        engine.speakers = service.enrolled()
+
+    service.on_change.append(reseed)
     return service
 
 

@@ -47,6 +47,6 @@ def speakers_db(args: argparse.Namespace) -> str:
     """The speaker store path: --speakers-db, else the per-user default."""
     if args.speakers_db:
         return args.speakers_db
-    from engine.speaker_store import default_store_path
+    from voiceprints.store_schema import default_store_path
 
     return str(default_store_path())

@@ -64,7 +64,7 @@ class SessionOptions:
 
 def default_save_dir() -> Path:
     """The TUI's default folder for saved transcripts: `<user data dir>/unispeech-live/transcripts`."""
-    from engine.speaker_store import default_store_path
+    from voiceprints.store_schema import default_store_path
 
     return default_store_path().parent / "transcripts"
 
@@ -219,7 +219,7 @@ class LiveSession:
         return self.speakers
 
     async def _speaker_call(self, fn: Any, *args: Any) -> Any:
-        from engine.speaker_store import VoiceprintError
+        from voiceprints.errors import VoiceprintError
 
         try:
             return await self.pool.run(fn, *args)
@@ -277,7 +277,7 @@ class LiveSession:
         if not len(audio):
             raise AppError(f"{track} has no solo speech to enroll from yet")
         service = self._service()
-        from engine.voiceprints import MIN_TRACK_ENROLL_SPEECH_S
+        from voiceprints.service import MIN_TRACK_ENROLL_SPEECH_S
 
         # a track holds only what the engine kept of it: a documented lower minimum, flagged low_quality
         result = await self._speaker_call(functools.partial(

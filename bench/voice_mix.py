@@ -1,4 +1,4 @@
-"""How the mixed-voice check of enrollment and verification (engine.voiceprints.voice_mix) groups real-model spans.
+"""How the mixed-voice check of enrollment and verification (voiceprints.voice_mix) groups real-model spans.
 
 Not a timing: the number of voices it finds in recordings whose truth is known, with the embedded
 x-vector model (or `--sv-model`) and the default speech detector, at each factor of the
@@ -22,7 +22,8 @@ import numpy as np
 from app.sources import load_audio
 from engine.speech_detect import speech_mask, speech_only
 from engine.speech_model import default_detector
-from engine.voiceprints import XVectorEmbedder, voice_mix
+from voiceprints.voice_mix import voice_mix
+from voiceprints.xvector import XVectorEmbedder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT = ("We met yesterday to talk about the budget for next year and the plans for the new office. "

@@ -1,48 +1,43 @@
-"""The `Engine`: shared, stateless models plus configuration; it makes streams and schedulers.
+"""The `Engine`: shared, stateless models plus configuration; it makes streams and runs their requests.
 
     engine = Engine.from_checkpoints(asr="models/embedded/ctc", diar="models/embedded/sd",
                                      sv="models/embedded/sv", device="auto", dtype="fp32")
     stream = engine.new_stream()
     events = stream.accept(samples)   # float32 mono 16 kHz, any block size
     events += stream.flush()
+    # many streams: submit to each, then one batched decode over all of them
+    for s, block in zip(streams, blocks): s.submit(block)
+    events_by_stream = engine.decode(streams)
 
-Voiceprints: pass `speakers=` (a VoiceprintService, or any object with `voiceprints()` returning
-{name: vector} and a `threshold`), or a plain {name: vector} dict; they seed every new stream.
+Voiceprints are plain values: pass `speakers=` an `engine.enrolled.EnrolledVoices` ({name: vector},
+threshold, model fingerprint; `voiceprints.VoiceprintService.enrolled()` makes one from the store)
+or a {name: vector} dict, or assign `engine.speakers` later; they seed every new stream. The
+engine never reads the speaker store.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from engine.config import EngineConfig
+from engine.events import Event
+from engine.enrolled import EnrolledVoices
 from engine.model_side import ModelSide
 from engine.scheduler import Scheduler
 from engine.stream import Stream
 
 
-def _voiceprints_of(speakers: Any) -> tuple[dict[str, np.ndarray], float | None]:
-    """{name: vector} and threshold from a VoiceprintService, a dict, or None."""
-    if speakers is None:
-        return {}, None
+def _enrolled(speakers: Any) -> EnrolledVoices | dict[str, np.ndarray] | None:
+    """`speakers` checked: EnrolledVoices, a {name: vector} dict (as float32 vectors), or None."""
+    if speakers is None or isinstance(speakers, EnrolledVoices):
+        return speakers
     if isinstance(speakers, dict):
-        return {k: np.asarray(v, dtype=np.float32) for k, v in speakers.items()}, None
-    getter = getattr(speakers, "voiceprints", None)
-    if getter is None:
-        raise TypeError(f"speakers must be a VoiceprintService or a {{name: vector}} dict, got {type(speakers).__name__}")
-    prints = getter() if callable(getter) else getter
-    if not isinstance(prints, dict):
-        prints = {p.name: getattr(p, "vector", getattr(p, "embedding", None)) for p in prints}
-    threshold = getattr(speakers, "threshold", None)
-    if threshold is None:
-        embedder = getattr(speakers, "embedder", None)
-        threshold = getattr(embedder, "threshold", None)
-    threshold = getattr(threshold, "threshold", threshold)  # a Calibration object
-    return {k: np.asarray(v, dtype=np.float32) for k, v in prints.items() if v is not None}, (
-        float(threshold) if threshold is not None else None
-    )
+        return {str(k): np.asarray(v, dtype=np.float32) for k, v in speakers.items()}
+    raise TypeError(f"speakers must be engine.enrolled.EnrolledVoices (VoiceprintService.enrolled() gives one) "
+                    f"or a {{name: vector}} dict, got {type(speakers).__name__}")
 
 
 def _lm_factory(lm: Any, models: ModelSide, config: EngineConfig) -> Callable[[], Any] | None:
@@ -94,6 +89,7 @@ class Engine:
             raise TypeError(f"models must implement engine.model_side.ModelSide, got {type(models).__name__}")
         self.models = models
         self.config = _with_measured_clustering(config or EngineConfig(), models)
+        self._speakers: EnrolledVoices | dict[str, np.ndarray] | None = None
         self.speakers = speakers
         self.lm_factory = _lm_factory(lm, models, self.config)
         self._voiceprint_threshold = voiceprint_threshold
@@ -114,22 +110,45 @@ class Engine:
         return cls(models, config, speakers, lm=lm, voiceprint_threshold=models.sv_threshold)
 
     @property
+    def speakers(self) -> EnrolledVoices | dict[str, np.ndarray] | None:
+        """The enrolled voices new streams are seeded with (see the module docstring)."""
+        return self._speakers
+
+    @speakers.setter
+    def speakers(self, speakers: EnrolledVoices | dict[str, np.ndarray] | None) -> None:
+        voices = _enrolled(speakers)
+        model = getattr(self.models, "fingerprint", "")
+        if isinstance(voices, EnrolledVoices) and voices.vectors and voices.fingerprint and model \
+                and voices.fingerprint != model:
+            raise ValueError(f"the enrolled voiceprints were made with model {voices.fingerprint}, but the engine's "
+                             f"x-vector model is {model}: embeddings of different checkpoints do not compare")
+        self._speakers = voices
+
+    @property
     def embedder(self) -> Any:
         """The x-vector embedder (`embed(samples)`, `fingerprint`, `threshold`) for voiceprints."""
         return getattr(self.models, "embedder", None)
 
     def new_stream(self) -> Stream:
         """A fresh stream seeded with the current voiceprints."""
-        prints, threshold = _voiceprints_of(self.speakers)
-        threshold = threshold if threshold is not None else self._voiceprint_threshold
+        voices = self._speakers
+        if isinstance(voices, EnrolledVoices):
+            prints, threshold = dict(voices.vectors), voices.threshold
+        else:
+            prints, threshold = dict(voices or {}), self._voiceprint_threshold
         stream = Stream(
             self.models, self.config, stream_id=self._next_id, voiceprints=prints,
             voiceprint_threshold=threshold if threshold is not None else 0.5,
-            lm=self.lm_factory() if self.lm_factory is not None else None,
+            lm=self.lm_factory() if self.lm_factory is not None else None, decode=self.decode,
         )
         self._next_id += 1
         return stream
 
+    def decode(self, streams: Sequence[Stream]) -> dict[int, list[Event]]:
+        """Run every pending request of `streams` (windows and x-vectors), batched across them,
+        until none waits; returns each stream's new events. The streams' own state is all there is."""
+        return Scheduler(self.models, self.config.max_batch, streams=streams).run_until_idle()
+
     def scheduler(self, max_batch: int | None = None, clock: Callable[[], float] | None = None) -> Scheduler:
-        """A scheduler that batches the windows of many streams of this engine."""
-        return Scheduler(self, max_batch=max_batch, clock=clock)
+        """A long-lived scheduler that makes streams and batches their requests round by round."""
+        return Scheduler(self.models, max_batch or self.config.max_batch, clock=clock, new_stream=self.new_stream)

@@ -122,7 +122,7 @@ def syllables(seconds: float, freq: float = 220.0, amp: float = 0.3) -> np.ndarr
 
 
 class FakeEmbedder:
-    """An `engine.voiceprints.Embedder` from band energies: different pitches, different 'voices'."""
+    """A `voiceprints.embedding.Embedder` from band energies: different pitches, different 'voices'."""
 
     fingerprint = "fake-band-energies-v1"
     threshold = 0.9

@@ -80,8 +80,9 @@ def test_speaker_subcommands(tiny: dict[str, Path], tmp_path: Path, capsys: pyte
     assert isinstance(verdict["score"], float) and isinstance(verdict["accepted"], bool)
     assert verdict["accepted"] == (verdict["score"] >= verdict["threshold"])
     # the printed score is the service's own float, not rounded
-    from engine.speaker_store import SpeakerStore
-    from engine.voiceprints import VoiceprintService, XVectorEmbedder
+    from voiceprints.store import SpeakerStore
+    from voiceprints.service import VoiceprintService
+    from voiceprints.xvector import XVectorEmbedder
     from app.sources import load_audio
 
     service = VoiceprintService(XVectorEmbedder(tiny["xvector"]), SpeakerStore(tmp_path / "speakers.db"))

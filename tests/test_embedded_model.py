@@ -99,6 +99,6 @@ def test_shipped_xvector_tells_held_out_speakers_apart():
     enrolled = embed(VOICE_A, EVERYDAY_SENTENCES[10:13])
     same = float(enrolled @ embed(VOICE_A, EVERYDAY_SENTENCES[20:22]))
     different = float(enrolled @ embed(VOICE_B, EVERYDAY_SENTENCES[20:22]))
-    # the shipped threshold (measured on validation speakers by engine.calibration) must separate them
+    # the shipped threshold (measured on validation speakers by voiceprints.calibrate) must separate them
     threshold = json.loads((EMBEDDED / "sv" / "verification.json").read_text())["threshold"]
     assert same >= threshold > different, (same, threshold, different)

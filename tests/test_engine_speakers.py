@@ -167,36 +167,6 @@ def test_cluster_thresholds_default_to_the_calibrated_one():
     assert clusters.new_threshold == 0.8 and abs(clusters.merge_threshold - 0.85) < 1e-9
 
 
-def test_voiceprint_service_seeds_new_streams():
-    """Any object with `voiceprints()` (name/vector records) and `threshold` works as `speakers=`."""
-    from dataclasses import dataclass
-
-    models = ScriptedModels(num_speakers=2)
-
-    @dataclass
-    class Print:
-        name: str
-        vector: np.ndarray
-
-    class Service:
-        threshold = 0.7
-
-        def __init__(self):
-            self.prints = [Print("alice", models.speaker_vectors[0])]
-
-        def voiceprints(self):
-            return list(self.prints)
-
-    service = Service()
-    engine = Engine(models, EngineConfig(), speakers=service)
-    s1 = engine.new_stream()
-    assert s1.speakers() == ["alice"] and s1.tracker.clusters.enrolled_threshold == 0.7
-    service.prints.append(Print("bob", models.speaker_vectors[1]))
-    assert engine.new_stream().speakers() == ["alice", "bob"]  # enrolled later: next stream knows
-    with pytest.raises(TypeError, match="VoiceprintService"):
-        Engine(models, speakers=42).new_stream()
-
-
 class SpeakerBlindActivity(ScriptedModels):
     """A diarization head that puts every voice on channel 0 (one channel, no pause between voices)."""
 

@@ -187,7 +187,7 @@ def test_fp16_with_device_auto_on_a_machine_without_cuda(tmp_path: Path, capsys)
 
 def test_the_model_layer_refuses_fp16_on_the_cpu_too() -> None:
     from engine.torch_models import TorchModels
-    from engine.voiceprints import XVectorEmbedder
+    from voiceprints.xvector import XVectorEmbedder
 
     with pytest.raises(ValueError, match="fp16 runs only on a CUDA device"):
         XVectorEmbedder(ROOT / "models" / "embedded" / "sv", device="cpu", dtype="fp16")
@@ -200,7 +200,7 @@ def test_fp16_runs_on_cuda_and_matches_fp32() -> None:
     import torch
 
     from app.sources import load_audio
-    from engine.voiceprints import XVectorEmbedder
+    from voiceprints.xvector import XVectorEmbedder
 
     assert torch.cuda.is_available()
     clip = load_audio(ROOT / "app" / "demo" / "enroll" / "Alice" / "1.wav")

@@ -14,17 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.speaker_store import (
-    SCHEMA_VERSION,
-    FingerprintMismatchError,
-    InvalidNameError,
-    NewRecording,
-    SpeakerStore,
-    StoreError,
-    UnknownSpeakerError,
-    default_store_path,
-    mean_voiceprint,
-)
+from voiceprints.errors import FingerprintMismatchError, InvalidNameError, StoreError, UnknownSpeakerError
+from voiceprints.records import NewRecording, mean_voiceprint
+from voiceprints.store import SpeakerStore
+from voiceprints.store_schema import SCHEMA_VERSION, default_store_path
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 16
@@ -212,7 +205,8 @@ def test_default_store_path_is_per_user(monkeypatch, tmp_path):
 _WRITER = textwrap.dedent("""
     import sys
     import numpy as np
-    from engine.speaker_store import NewRecording, SpeakerStore
+    from voiceprints.records import NewRecording
+    from voiceprints.store import SpeakerStore
 
     path, name, replace, signal_at = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4])
     store = SpeakerStore(path)

@@ -14,9 +14,9 @@ import numpy as np
 from app.session import InputChoice, LiveSession, SessionOptions
 from app.tui import CaptionBoard, HelpScreen, LiveTUI, NameTrackScreen, RecordScreen, SpeakerColours, Timeline
 from engine.events import CaptionFinal, CaptionPartial, SpeakerActivity, SpeakerMatch, SpeakerTurn, Word
-from engine.speaker_store import SpeakerStore
-from engine.voiceprints import VoiceprintService
 from tests.test_app_fakes import FakeEmbedder, FakeEngine, syllables
+from voiceprints.service import VoiceprintService
+from voiceprints.store import SpeakerStore
 
 SIZE = (100, 30)
 

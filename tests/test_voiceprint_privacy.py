@@ -18,10 +18,10 @@ import pytest
 import soundfile as sf
 
 from app.cli import main
-from engine.speaker_store import SpeakerStore
 from engine.speech_detect import EnergySpeechDetector
-from engine.voiceprints import VoiceprintService
 from tests.test_voiceprints import FakeEmbedder, speaker_audio
+from voiceprints.service import VoiceprintService
+from voiceprints.store import SpeakerStore
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "app" / "demo"

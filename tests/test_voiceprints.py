@@ -18,10 +18,9 @@ import numpy as np
 import pytest
 
 from engine.calibration import Calibration
-from engine.speaker_store import SpeakerStore
 from engine.speech_detect import EnergySpeechDetector
 from engine.timebase import SAMPLE_RATE
-from engine.voiceprints import (
+from voiceprints.errors import (
     FingerprintMismatchError,
     InvalidAudioError,
     MixedVoicesError,
@@ -30,8 +29,9 @@ from engine.voiceprints import (
     OutliersError,
     SameVoiceError,
     UnknownSpeakerError,
-    VoiceprintService,
 )
+from voiceprints.service import VoiceprintService
+from voiceprints.store import SpeakerStore
 
 DIM = 32
 # The fake "speech" is tones: the energy detector is named, whatever the app's default detector is.
@@ -269,7 +269,7 @@ def test_uncalibrated_threshold_is_reported(store):
 
 def test_voiceprint_import_path_stays_light():
     """`speakers list` / `remove` need no model at all, and `verify` no transformers or textual."""
-    code = ("import sys, engine.voiceprints, engine.calibration, engine.speaker_store; "
+    code = ("import sys, voiceprints, voiceprints.service, voiceprints.calibration, voiceprints.trials, voiceprints.store; "
             "print(' '.join(m for m in ('torch', 'transformers', 'textual', 'models') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -10,19 +10,12 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.calibration import (
-    FALLBACK_THRESHOLD,
-    equal_error_rate,
-    list_trials,
-    load_calibration,
-    measure,
-    read_clip,
-    score_trials,
-    threshold_at_far,
-    write_verification_json,
-)
+from engine.calibration import FALLBACK_THRESHOLD
+from engine.scoring import equal_error_rate, threshold_at_far
 from engine.timebase import SAMPLE_RATE
 from tests.test_voiceprints import FakeEmbedder, speaker_audio
+from voiceprints.calibration import load_calibration, measure, write_verification_json
+from voiceprints.trials import list_trials, read_clip, score_trials
 
 
 def brute_force_rates(target, impostor, t):

@@ -15,10 +15,12 @@ import soundfile as sf
 
 torch = pytest.importorskip("torch")
 
-from engine.calibration import FALLBACK_THRESHOLD, main as calibration_main  # noqa: E402
-from engine.speaker_store import SpeakerStore  # noqa: E402
+from engine.calibration import FALLBACK_THRESHOLD  # noqa: E402
 from engine.timebase import SAMPLE_RATE  # noqa: E402
-from engine.voiceprints import VoiceprintService, XVectorEmbedder, checkpoint_fingerprint  # noqa: E402
+from voiceprints.calibrate import main as calibration_main  # noqa: E402
+from voiceprints.service import VoiceprintService  # noqa: E402
+from voiceprints.store import SpeakerStore  # noqa: E402
+from voiceprints.xvector import XVectorEmbedder, checkpoint_fingerprint  # noqa: E402
 from tests.test_voiceprints import speaker_audio  # noqa: E402
 from tests.tiny_checkpoints import tiny_config_dict, write_preprocessor  # noqa: E402
 
@@ -157,7 +159,7 @@ def test_calibration_cli_writes_a_verification_json_the_embedder_loads(tiny_sv, 
 @pytest.mark.slow  # a timing check: kept out of the default run on shared, busy cores
 def test_verify_path_cost_without_torch_model_work_is_small(tiny_sv):
     """Importing the service and opening a store takes well under a second (torch excluded)."""
-    code = ("import time; t = time.perf_counter(); import engine.voiceprints, engine.speaker_store; "
+    code = ("import time; t = time.perf_counter(); import voiceprints.service, voiceprints.store; "
             "print(time.perf_counter() - t)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

@@ -6,7 +6,7 @@
 Offline: CER/WER of greedy CTC and of beam search with the word LM beside the CTC checkpoint
 (`models.lm.CTCBeamDecoder`, default weights) on the test split and on the everyday sentences;
 EER of the x-vector head over target/impostor trials of held-out speakers, scored the way
-`engine.voiceprints.VoiceprintService` scores (enrollment from several clips, cosine); DER of the
+`voiceprints.service.VoiceprintService` scores (enrollment from several clips, cosine); DER of the
 speaker-activity head over the test conversations (5 s windows, hop 2.5 s, slots stitched across
 windows by their agreement on the overlap, then tracks merged by x-vector cosine), scored by
 `training.scoring.diarization_error` (0.25 s collar, overlap scored). With --streaming, the same
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--streaming-dtypes", default="fp32",
                         help="comma list of engine dtypes for --streaming (fp32 is the reported one; e.g. fp32,bf16)")
     parser.add_argument("--calibrate", action="store_true",
-                        help="first write SV/verification.json from the validation speakers (engine.calibration)")
+                        help="first write SV/verification.json from the validation speakers (voiceprints.calibrate)")
     parser.add_argument("--tune-clustering", action="store_true",
                         help="measure the engine's clustering threshold on validation conversations "
                              "(training.tune_clustering; writes clustering.threshold into sv/verification.json)")
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     results["sv_offline"] = evaluate_sv(args.model, corpus)
     print(json.dumps(results["sv_offline"], indent=1), flush=True)
     if args.calibrate:
-        from engine.calibration import main as calibrate
+        from voiceprints.calibrate import main as calibrate
 
         trials = write_trials(corpus, "val", args.trials_dir / "val")
         if calibrate(["--sv-model", str(args.model / "sv"), "--trials", str(trials)]) != 0:

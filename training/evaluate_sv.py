@@ -1,7 +1,7 @@
 """Speaker verification offline: EER of the x-vector head over target/impostor trials of held-out
 speakers, scored two ways: 3-clip enrolment and cosine (`evaluate_sv`), and the app's own path,
-`engine.voiceprints.XVectorEmbedder` with `engine.calibration.score_trials` (`evaluate_sv_service`).
-`write_trials` writes the trial folder that `engine.calibration` calibrates on.
+`voiceprints.xvector.XVectorEmbedder` with `voiceprints.trials.score_trials` (`evaluate_sv_service`).
+`write_trials` writes the trial folder that `python -m voiceprints.calibrate` calibrates on.
 
 Part of `python -m training.evaluate`.
 """
@@ -74,7 +74,7 @@ def evaluate_sv(model_dir: Path, corpus: Corpus, split: str = "test") -> dict:
 
 
 def write_trials(corpus: Corpus, split: str, out: Path) -> Path:
-    """Write `split`'s utterances as `SPEAKER__CLIP.wav` files (engine.calibration's trial folder),
+    """Write `split`'s utterances as `SPEAKER__CLIP.wav` files (voiceprints.trials' trial folder),
     leaving out clips with under 0.5 s of detected speech (the embedder refuses those)."""
     import soundfile as sf
 
@@ -89,10 +89,10 @@ def write_trials(corpus: Corpus, split: str, out: Path) -> Path:
 
 
 def evaluate_sv_service(model_dir: Path, corpus: Corpus, split: str = "test") -> dict:
-    """EER with the app's own verification path: `engine.voiceprints.XVectorEmbedder` and
-    `engine.calibration.score_trials` (enroll from >= 5 s of net speech, as VoiceprintService)."""
-    from engine.calibration import score_trials
-    from engine.voiceprints import XVectorEmbedder
+    """EER with the app's own verification path: `voiceprints.xvector.XVectorEmbedder` and
+    `voiceprints.trials.score_trials` (enroll from >= 5 s of net speech, as VoiceprintService)."""
+    from voiceprints.trials import score_trials
+    from voiceprints.xvector import XVectorEmbedder
 
     embedder = XVectorEmbedder(model_dir / "sv")
     clips: dict[str, list[np.ndarray]] = {}

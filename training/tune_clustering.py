@@ -153,12 +153,12 @@ def best_threshold(results: dict[Candidate, DerResult], verification: float) -> 
 def tune(model_dir: Path, corpus: Corpus, count: int = 20, grid: tuple[float, ...] = DEFAULT_GRID,
          change_grid: tuple[float | None, ...] = CHANGE_GRID, log=print) -> dict:
     """Sweep, then write `clustering` into model_dir/sv/verification.json; returns what was written."""
-    from engine.calibration import VERIFICATION_FILE, write_verification_json
+    from voiceprints.calibration import VERIFICATION_FILE, write_verification_json
     from engine.config import SpeakerConfig
 
     path = model_dir / "sv" / VERIFICATION_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: calibrate the verification threshold first (python -m engine.calibration)")
+        raise FileNotFoundError(f"{path}: calibrate the verification threshold first (python -m voiceprints.calibrate)")
     data = json.loads(path.read_text(encoding="utf-8"))
     conversations = build_conversations(corpus, "val", count, VAL_SEED_TAG)
     results = sweep(model_dir, conversations, grid, change_grid, log)
