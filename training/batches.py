@@ -1,5 +1,7 @@
 """Training batches drawn from the corpus: utterances (CTC + x-vector) and conversation windows
-(speaker activity), with augmentation and utterance mixing applied on the fly."""
+(speaker activity), with augmentation and utterance mixing applied on the fly; optionally
+supplementary festival speech (`training.corpus_extra`), voice variation (`training.augment_voice`)
+and simulated rooms and microphones (`training.rooms`)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from training.augment_voice import VoiceVariation
 from training.corpus import Corpus
 from training.mixing import augment, build_conversation, change_speed, frame_count, frame_labels, mix_utterance
+from training.rooms import Acoustics, RoomSimulator
 from training.text import CTC_TOKENS
 
 _TOKEN_ID = {t: i for i, t in enumerate(CTC_TOKENS)}
@@ -32,7 +36,7 @@ class UtteranceBatch:
     labels: torch.Tensor  # (B,L) token ids, -100 padded
     speakers: torch.Tensor  # (B,) training speaker index
     texts: tuple[str, ...]
-    speed_changed: torch.Tensor  # (B,) bool: played faster or slower, so no longer its speaker's voice
+    speed_changed: torch.Tensor  # (B,) bool: sped up, voice-varied or extra speech: not a training speaker's voice
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +62,14 @@ class BatchSampler:
     """Draws training batches from the train split, reproducibly from `seed`."""
 
     def __init__(self, corpus: Corpus, seed: int, max_utt_samples: int, speaker_slots: int,
-                 split: str = "train") -> None:
+                 split: str = "train", extra_prob: float = 0.0, voice: VoiceVariation | None = None,
+                 voice_prob: float = 0.0, acoustics: Acoustics | None = None) -> None:
+        """`extra_prob`: share of utterances taken from the corpus' supplementary "extra" speech (if
+        built); `voice_prob`: share of utterances given a `voice` variation; `acoustics`: rooms and
+        microphones for utterances and conversation windows (None: none)."""
+        for name, p in (("extra_prob", extra_prob), ("voice_prob", voice_prob)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
         self.corpus = corpus
         self.split = split
         self.rng = np.random.default_rng(seed)
@@ -72,6 +83,25 @@ class BatchSampler:
         self.speakers = corpus.speakers(split)
         self.speaker_index = {s: i for i, s in enumerate(self.speakers)}
         self.by_speaker = corpus.by_speaker(split)
+        extra_rows = corpus.rows.get("extra", [])
+        self.extra_by_length = sorted((i for i, r in enumerate(extra_rows) if 8000 <= r["length"] <= max_utt_samples),
+                                      key=lambda i: extra_rows[i]["length"])
+        self.extra_lengths = np.array([extra_rows[i]["length"] for i in self.extra_by_length], np.int64)
+        self.extra_prob = extra_prob if self.extra_by_length else 0.0
+        self.voice = voice or VoiceVariation()
+        self.voice_prob = voice_prob
+        self.rooms = RoomSimulator(acoustics, seed, self._babble_voice) if acoustics and acoustics.active else None
+
+    def _babble_voice(self, rng: np.random.Generator) -> np.ndarray:
+        """A random training utterance (babble for the room simulation)."""
+        return self.corpus.audio(self.split, self.by_length[int(rng.integers(len(self.by_length)))])
+
+    def _extra_near(self, length: int) -> tuple[np.ndarray, str]:
+        """A supplementary utterance about `length` samples long (audio, transcript)."""
+        k = int(np.searchsorted(self.extra_lengths, length))
+        k = min(len(self.extra_by_length) - 1, max(0, k + int(self.rng.integers(-8, 9))))
+        i = self.extra_by_length[k]
+        return self.corpus.audio("extra", i), self.corpus.rows["extra"][i]["text"]
 
     def utterances(self, batch_size: int, mix_prob: float, strength: float = 1.0,
                    speed_prob: float = 0.0, speed_range: float = 0.1) -> UtteranceBatch:
@@ -79,7 +109,8 @@ class BatchSampler:
         `mix_prob` a piece of another speaker's utterance is mixed in (target stays the first).
         With probability `speed_prob` an utterance is sped up or slowed down by a factor drawn from
         1 +- `speed_range` (pitch moves with tempo), which makes voices the corpus does not have;
-        such utterances are flagged in `speed_changed` so the speaker loss can leave them out."""
+        such utterances, voice-varied ones and supplementary (extra) ones are flagged in
+        `speed_changed` so the speaker loss can leave them out."""
         n = len(self.by_length)
         pool = self.by_length
         start = int(self.rng.integers(0, max(1, len(pool) - batch_size)))
@@ -87,18 +118,28 @@ class BatchSampler:
         rows = self.corpus.rows[self.split]
         audios, labels, speakers, texts, changed = [], [], [], [], []
         for i in idx:
-            audio = self.corpus.audio(self.split, i)
+            audio, text = self.corpus.audio(self.split, i), rows[i]["text"]
+            foreign = self.extra_prob > 0 and self.rng.random() < self.extra_prob  # festival speech
+            if foreign:
+                audio, text = self._extra_near(len(audio))
             if self.rng.random() < mix_prob:
                 j = self.by_length[int(self.rng.integers(n))]
-                if rows[j]["speaker"] != rows[i]["speaker"]:
+                if foreign or rows[j]["speaker"] != rows[i]["speaker"]:
                     audio = mix_utterance(self.rng, audio, self.corpus.audio(self.split, j))
-            changed.append(speed_prob > 0 and self.rng.random() < speed_prob)
-            if changed[-1]:
+            sped = speed_prob > 0 and self.rng.random() < speed_prob
+            if sped:
                 audio = change_speed(audio, float(self.rng.uniform(1 - speed_range, 1 + speed_range)))
-            audios.append(augment(self.rng, audio, strength))
-            labels.append(encode_transcript(rows[i]["text"]))
-            speakers.append(self.speaker_index[rows[i]["speaker"]])
-            texts.append(rows[i]["text"])
+            varied = self.voice_prob > 0 and self.rng.random() < self.voice_prob
+            if varied:
+                audio = self.voice.apply(self.rng, audio)
+            changed.append(foreign or sped or varied)
+            audio = augment(self.rng, audio, strength)
+            if self.rooms is not None:
+                audio = self.rooms.apply(self.rng, audio)
+            audios.append(audio)
+            labels.append(encode_transcript(text))
+            speakers.append(0 if foreign else self.speaker_index[rows[i]["speaker"]])
+            texts.append(text)
         x, m = pad_batch(audios)
         lab = torch.full((len(idx), max(len(l) for l in labels)), -100, dtype=torch.long)
         for k, l in enumerate(labels):
@@ -127,7 +168,10 @@ class BatchSampler:
             cols = frame_labels(mix.segments, present, n_frames)
             for c, name in enumerate(present):
                 lab[:, order.index(name)] = cols[:, c]
-            audios.append(augment(self.rng, mix.audio, strength))
+            audio = augment(self.rng, mix.audio, strength)
+            if self.rooms is not None:  # one room and microphone for the whole conversation
+                audio = self.rooms.apply(self.rng, audio)
+            audios.append(audio)
             labels.append(lab)
         x, _ = pad_batch(audios)
         return ActivityBatch(x, torch.from_numpy(np.stack(labels)))

@@ -8,7 +8,8 @@ the output does not depend on the number of workers.
 
 Layout: `meta.json`, `speakers.json`, `lm_text.txt` (training sentences only), per split
 `{split}.npy` (int16, utterances concatenated) and `{split}.jsonl` (one row per utterance:
-id, speaker, text, offset, length), and `conversations/{name}.{wav,rttm,json}`.
+id, speaker, text, offset, length), and `conversations/{name}.{wav,rttm,json}`. An optional
+`extra/` folder holds supplementary training speech (`training.corpus_extra`), loaded as "extra".
 """
 
 from __future__ import annotations
@@ -230,10 +231,11 @@ def write_conversations_and_meta(out: Path, spec: CorpusSpec) -> None:
 
 
 def corpus_fingerprint(root: Path) -> str:
-    """SHA-256 over the corpus files (audio, manifests, RTTM), for reproducibility checks."""
+    """SHA-256 over the corpus files (audio, manifests, RTTM), for reproducibility checks; the
+    supplementary speech in `extra/` (training.corpus_extra) is not part of it."""
     h = hashlib.sha256()
     for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name != "meta.json":
+        if path.is_file() and path.name != "meta.json" and path.relative_to(root).parts[0] != "extra":
             h.update(path.relative_to(root).as_posix().encode())
             h.update(path.read_bytes())
     return h.hexdigest()
@@ -253,6 +255,10 @@ class Corpus:
             if path.is_file():
                 self.rows[name] = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
                 self._audio[name] = np.load(self.root / f"{name}.npy", mmap_mode="r")
+        extra = self.root / "extra" / "train.jsonl"  # supplementary training speech (training.corpus_extra)
+        if extra.is_file():
+            self.rows["extra"] = [json.loads(line) for line in extra.read_text(encoding="utf-8").splitlines()]
+            self._audio["extra"] = np.load(extra.with_suffix(".npy"), mmap_mode="r")
 
     def audio(self, split: str, index: int) -> np.ndarray:
         """Float32 samples of utterance `index` of `split`."""

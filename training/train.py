@@ -38,10 +38,12 @@ import numpy as np
 import torch
 
 from models.ctc_vocab import CTCVocab
+from training.augment_voice import VoiceVariation
 from training.batches import BatchSampler, pit_bce
 from training.corpus import Corpus
 from training.grow import exported_depth, grow_state
 from training.model import ArchConfig, MultiTaskModel, count_parameters, unit_norm_classes
+from training.rooms import Acoustics
 from training.scoring import char_error_rate
 from training.text import CTC_TOKENS
 
@@ -72,6 +74,22 @@ class TrainConfig:
     speed_prob: float = 0.0  # share of utterances sped up / slowed down (CTC only; new voices)
     speed_range: float = 0.1  # speed factors drawn from 1 +- this
     aug_strength: float = 0.4  # test speech is clean; strength 1 (SNR down to 5 dB) slowed CTC badly
+    # Training speech closer to people (issue 22; docs/training.md, "Training speech closer to
+    # people"). All off by default, as in the shipped run; each is a probability per utterance
+    # (rooms: also per conversation window).
+    extra_prob: float = 0.0  # share of utterances from festival speech (CORPUS/extra, training.corpus_extra)
+    voice_prob: float = 0.0  # pitch, tempo and vocal-tract-length variation (training.augment_voice)
+    voice_pitch_cents: float = 300.0
+    voice_tempo_range: float = 0.12
+    voice_warp_range: float = 0.1
+    reverb_prob: float = 0.0  # simulated room impulse responses (training.rooms)
+    noise_prob: float = 0.0  # coloured noise at 5-30 dB SNR
+    babble_prob: float = 0.0  # 3-6 other training utterances at 5-20 dB SNR
+    eq_prob: float = 0.0  # microphone / channel colouring
+    band_prob: float = 0.0  # band limits
+    codec_prob: float = 0.0  # GSM / mu-law / a-law at 8 kHz through sox
+    level_prob: float = 0.0  # RMS -40 to -15 dBFS
+    rir_bank: int = 64  # simulated rooms computed once per run
     ctc_weight: float = 1.0
     activity_weight: float = 1.0
     xvector_weight: float = 0.1
@@ -86,6 +104,16 @@ class TrainConfig:
     def smoke(cls) -> "TrainConfig":
         return cls(minutes=0.5, warmup_steps=2, batch_utterances=2, activity_batch=1, activity_window_s=2.0,
                    max_utterance_s=8.0, checkpoint_minutes=100.0, val_every=2, activity_every=1)
+
+    def acoustics(self) -> Acoustics:
+        """The room and microphone simulation these settings ask for."""
+        return Acoustics(reverb_prob=self.reverb_prob, noise_prob=self.noise_prob, babble_prob=self.babble_prob,
+                         eq_prob=self.eq_prob, band_prob=self.band_prob, codec_prob=self.codec_prob,
+                         level_prob=self.level_prob, rir_bank=self.rir_bank)
+
+    def voice_variation(self) -> VoiceVariation:
+        """The voice variation these settings ask for."""
+        return VoiceVariation(self.voice_pitch_cents, self.voice_tempo_range, self.voice_warp_range)
 
     @classmethod
     def from_saved(cls, saved: dict) -> "TrainConfig":
@@ -118,7 +146,9 @@ class Trainer:
 
     def __init__(self, out: Path, corpus: Corpus, arch: ArchConfig, cfg: TrainConfig) -> None:
         self.out, self.corpus, self.arch, self.cfg = out, corpus, arch, cfg
-        self.sampler = BatchSampler(corpus, cfg.seed, int(cfg.max_utterance_s * 16000), arch.speaker_slots)
+        self.sampler = BatchSampler(corpus, cfg.seed, int(cfg.max_utterance_s * 16000), arch.speaker_slots,
+                                    extra_prob=cfg.extra_prob, voice=cfg.voice_variation(),
+                                    voice_prob=cfg.voice_prob, acoustics=cfg.acoustics())
         torch.manual_seed(cfg.seed)
         self.model = MultiTaskModel(arch, self.sampler.speakers)
         self.model.sv.objective.margin = cfg.am_margin

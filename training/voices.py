@@ -1,8 +1,14 @@
-"""Synthetic speaker identities and speech synthesis with espeak-ng and flite.
+"""Synthetic speaker identities and speech synthesis with espeak-ng, flite and festival.
 
 An identity is a fixed combination of synthesizer, voice, accent, pitch and rate (espeak-ng), or a
-flite voice with a sox pitch shift and tempo change. Splits hold out whole espeak-ng voice variants
-(and distinct flite pitch/tempo settings), so test speakers are voices the model never heard.
+flite or festival voice with a sox pitch shift and tempo change. Splits hold out whole espeak-ng
+voice variants (and distinct flite pitch/tempo settings), so test speakers are voices the model
+never heard.
+
+A voice *family* is the recorded speaker (or espeak-ng variant) a voice is built on, across
+engines: flite's kal, kal16 and festival's kal_diphone are all Kal; flite's slt and festival's HTS
+slt are both SLT. `recorded_family` names it; the split rule (`held_out_families`) is stated in
+families, so a test family never reaches training through another engine.
 """
 
 from __future__ import annotations
@@ -35,6 +41,14 @@ ESPEAK_VARIANTS: tuple[str, ...] = (
 )
 FLITE_VOICES: tuple[str, ...] = ("kal16", "awb", "rms", "slt", "kal")
 FLITE_PREFIX = "fl-"  # speaker names of flite identities start with this
+# festival voice -> its recorded speaker. kal and ked are diphone sets cut from real recordings
+# (festvox-kallpc16k, festvox-kdlpc16k); slt is an HTS voice trained on CMU ARCTIC's SLT
+# (festvox-us-slt-hts).
+FESTIVAL_VOICES: dict[str, str] = {"kal_diphone": "kal", "ked_diphone": "ked", "cmu_us_slt_arctic_hts": "slt"}
+FESTIVAL_PREFIX = "fest-"  # speaker names of festival identities start with this
+# flite voice -> its recorded speaker (kal16 is the same Kal diphones at 16 kHz; awb, rms and slt
+# are CMU ARCTIC speakers).
+FLITE_FAMILIES: dict[str, str] = {"kal16": "kal", "kal": "kal", "awb": "awb", "rms": "rms", "slt": "slt"}
 # Held-out espeak-ng variants: never heard in training.
 VAL_VARIANTS: tuple[str, ...] = ("Annie", "edward2", "iven3", "m5", "steph2", "travis")
 TEST_VARIANTS: tuple[str, ...] = (
@@ -48,11 +62,11 @@ class SpeakerIdentity:
     """One synthetic speaker: a synthesizer voice with fixed prosody settings."""
 
     name: str
-    engine: str  # "espeak" | "flite"
-    voice: str  # espeak accent (e.g. "en-gb") or flite voice
-    variant: str  # espeak variant, "" for flite
-    pitch: int  # espeak pitch 0-99, or sox pitch shift in cents for flite
-    rate: int  # espeak words per minute, or sox tempo in percent for flite
+    engine: str  # "espeak" | "flite" | "festival"
+    voice: str  # espeak accent (e.g. "en-gb"), flite voice or festival voice
+    variant: str  # espeak variant, "" for flite and festival
+    pitch: int  # espeak pitch 0-99, or sox pitch shift in cents for flite and festival
+    rate: int  # espeak words per minute, or sox tempo in percent for flite and festival
 
 
 def voice_family(name: str) -> str:
@@ -64,7 +78,55 @@ def voice_family(name: str) -> str:
         return f"{FLITE_PREFIX}{parts[1]}"
     if parts[0] == "esp" and len(parts) >= 4:
         return f"esp-{parts[-3]}"
+    if name.startswith(FESTIVAL_PREFIX) and len(parts) >= 2:
+        return f"{FESTIVAL_PREFIX}{parts[1]}"
     raise ValueError(f"not a synthetic identity name: {name!r}")
+
+
+def recorded_family(name: str) -> str:
+    """The recorded speaker behind an identity name, the same across engines: "rec-kal" for flite
+    kal/kal16 and festival kal_diphone, "rec-slt" for flite slt and festival's HTS slt, and so on;
+    espeak-ng voices are rule-based, so their family is their variant ("esp-m5")."""
+    family = voice_family(name)
+    if family.startswith(FLITE_PREFIX):
+        return f"rec-{FLITE_FAMILIES[family[len(FLITE_PREFIX):]]}"
+    if family.startswith(FESTIVAL_PREFIX):
+        voice = family[len(FESTIVAL_PREFIX):]
+        if voice not in FESTIVAL_VOICES:
+            raise ValueError(f"unknown festival voice in {name!r}; expected one of {sorted(FESTIVAL_VOICES)}")
+        return f"rec-{FESTIVAL_VOICES[voice]}"
+    return family
+
+
+def held_out_families(speakers: dict[str, str]) -> set[str]:
+    """Families no training speech may use, given `speakers` (name -> split) of a built corpus: those
+    present in val or test but not in train. A family held out in one engine is held out in all, so
+    extra speech from another engine cannot bring a test speaker into training."""
+    by_split: dict[str, set[str]] = {}
+    for name, split in speakers.items():
+        by_split.setdefault(split, set()).add(recorded_family(name))
+    return (by_split.get("val", set()) | by_split.get("test", set())) - by_split.get("train", set())
+
+
+def festival_identities(n: int, seed: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[SpeakerIdentity]:
+    """`n` distinct festival identities for training: a festival voice whose recorded family is not
+    in `exclude`, a sox pitch shift on the training lattice (multiples of 40 cents, as flite's
+    training identities) and a tempo."""
+    voices = [v for v, fam in FESTIVAL_VOICES.items() if f"rec-{fam}" not in exclude]
+    if not voices:
+        raise ValueError(f"every festival voice belongs to an excluded family {sorted(exclude)}")
+    rng = random.Random(f"{seed}-festival")
+    out: dict[str, SpeakerIdentity] = {}
+    for _ in range(100 * n):
+        if len(out) == n:
+            break
+        voice = rng.choice(voices)
+        cents, tempo = 40 * rng.randrange(-8, 9), rng.randrange(85, 121, 5)
+        name = f"{FESTIVAL_PREFIX}{voice}-c{cents:+d}-t{tempo}"
+        out.setdefault(name, SpeakerIdentity(name, "festival", voice, "", cents, tempo))
+    if len(out) < n:
+        raise ValueError(f"only {len(out)} distinct festival identities exist for {voices}, asked for {n}")
+    return list(out.values())
 
 
 def make_identities(split: str, n_espeak: int, n_flite: int, seed: int) -> list[SpeakerIdentity]:
@@ -135,9 +197,15 @@ def synthesize(identity: SpeakerIdentity, text: str) -> np.ndarray:
         audio, rate = _wav_bytes_to_float(wav)
         if rate != SAMPLE_RATE:
             audio = soxr.resample(audio, rate, SAMPLE_RATE).astype(np.float32)
-    elif identity.engine == "flite":
-        wav = _run(["flite", "-voice", identity.voice, "-t", text, "-o", "/dev/stdout"])
-        raw = _run(["sox", "-D", "-t", "wav", "-", "-t", "raw", "-e", "floating-point", "-b", "32",
+    elif identity.engine in ("flite", "festival"):
+        if identity.engine == "flite":
+            wav = _run(["flite", "-voice", identity.voice, "-t", text, "-o", "/dev/stdout"])
+            source = ["-t", "wav"]
+        else:  # text2wave's streamed WAV header says 0 samples, so take raw 16 kHz PCM
+            wav = _run(["text2wave", "-eval", f"(voice_{identity.voice})", "-otype", "raw", "-F", str(SAMPLE_RATE),
+                        "-o", "-"], stdin=text.encode())
+            source = ["-t", "raw", "-e", "signed", "-b", "16", "-c", "1", "-r", str(SAMPLE_RATE)]
+        raw = _run(["sox", "-D", *source, "-", "-t", "raw", "-e", "floating-point", "-b", "32",
                     "-c", "1", "-r", str(SAMPLE_RATE), "-", "pitch", str(identity.pitch),
                     "tempo", "-s", f"{identity.rate / 100:.2f}"], stdin=wav)
         audio = np.frombuffer(raw, dtype="<f4").astype(np.float32)
