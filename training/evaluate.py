@@ -11,6 +11,7 @@ speaker-activity head over the test conversations (5 s windows, hop 2.5 s, slots
 windows by their agreement on the overlap, then tracks merged by x-vector cosine), scored by
 `training.scoring.diarization_error` (0.25 s collar, overlap scored). With --streaming, the same
 audio also goes through `engine.Engine` with default settings (captions, speaker turns).
+
 The measures live by job: `training.evaluate_asr` (captions, LM weights), `training.evaluate_sv`
 (verification), `training.evaluate_der` (diarization), `training.evaluate_stream` (the engine),
 `training.evaluate_cli` (the CLI's subprocesses), `training.evaluate_report` (the Markdown report);
