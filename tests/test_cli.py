@@ -198,11 +198,14 @@ def test_no_microphone_plays_the_demo_with_a_private_store(layout: str, tmp_path
     monkeypatch.setattr(app.engine_setup, "demo_dir", lambda: str(demo))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "user-data"))
     engine = FakeEngine(FakeEmbedder())
+    services = []  # the voiceprint service the demo opens (the engine itself gets plain values)
+    attach = app.engine_setup.attach_speakers
+    monkeypatch.setattr(app.engine_setup, "attach_speakers", lambda *a: services.append(attach(*a)) or services[-1])
     assert main([], engine_factory=lambda: engine) == 0  # stdout is no TTY here: headless
     out = capsys.readouterr()
     assert out.err.splitlines()[0] == "no microphone: PortAudio lists no input device; playing the bundled demo instead"
     assert json.loads(out.out.splitlines()[-1])["type"] == "end"
     assert engine.streams[0].accepted_samples == int(1.2 * 16000)
-    assert [p.name for p in engine.speakers.list()] == ["alice"]  # pre-enrolled ...
+    assert [p.name for p in services[0].list()] == ["alice"] and engine.speakers.names == ["alice"]  # pre-enrolled ...
     assert not (tmp_path / "user-data").exists()  # ... never in the user's store ...
-    assert not engine.speakers.store.path.exists()  # ... and the demo store is gone at the end
+    assert not services[0].store.path.exists()  # ... and the demo store is gone at the end
