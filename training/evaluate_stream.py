@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from training.mixing import FRAME_HOP_SAMPLES, SAMPLE_RATE, Segment, read_rttm
+from engine.timebase import FRAME_SAMPLES, SAMPLE_RATE
+from training.mixing import Segment, read_rttm
 from training.scoring import DerResult, char_error_rate, diarization_error, oracle_named, word_error_rate
 
-CHUNK_SAMPLES = 1600  # 0.1 s, like a microphone callback
+CHUNK_SAMPLES = SAMPLE_RATE // 10  # 0.1 s, like a microphone callback
 
 
 def _run_stream(stream, audio: np.ndarray) -> list:
@@ -43,7 +44,7 @@ def turn_segments(events: list) -> list[Segment]:
     """Hypothesis segments from the stream's `SpeakerTurn` events."""
     from engine.events import SpeakerTurn
 
-    return [Segment(ev.speaker, ev.start_frame * FRAME_HOP_SAMPLES, ev.end_frame * FRAME_HOP_SAMPLES)
+    return [Segment(ev.speaker, ev.start_frame * FRAME_SAMPLES, ev.end_frame * FRAME_SAMPLES)
             for ev in events if isinstance(ev, SpeakerTurn)]
 
 
