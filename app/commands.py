@@ -67,17 +67,18 @@ def _record_microphone(args: argparse.Namespace, seconds: float) -> np.ndarray:
     import asyncio
 
     from app.sources import MicrophoneSource, choose_microphone
+    from engine.timebase import SAMPLE_RATE
 
     mic = choose_microphone(args.mic)
 
     async def record() -> np.ndarray:
         got: list[np.ndarray] = []
-        need = int(seconds * 16000)
+        need = int(seconds * SAMPLE_RATE)
         async with MicrophoneSource(mic) as source:
             async for block in source:
                 got.append(block.samples)
                 have = sum(len(b) for b in got)
-                print(f"\rrecording {have / 16000:4.1f}/{seconds:.1f} s", end="", file=sys.stderr)
+                print(f"\rrecording {have / SAMPLE_RATE:4.1f}/{seconds:.1f} s", end="", file=sys.stderr)
                 if have >= need:
                     break
         print(file=sys.stderr)
