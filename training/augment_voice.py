@@ -83,29 +83,30 @@ def vtlp(audio: np.ndarray, alpha: float) -> np.ndarray:
     """Vocal-tract length perturbation: every 32 ms spectrum's magnitudes are read from frequency
     f / alpha (alpha > 1: formants move up, a shorter tract), phases kept; overlap-add resynthesis
     to the same length."""
-    x = audio.astype(np.float64)
+    x = audio.astype(np.float32)
     n = len(x)
     if n == 0 or abs(alpha - 1) < 1e-4:
         return audio.astype(np.float32, copy=True)
     frame, hop = VTLP_FRAME_SAMPLES, VTLP_HOP_SAMPLES
     pad = frame
-    padded = np.concatenate([np.zeros(pad), x, np.zeros(pad + frame)])
+    padded = np.concatenate([np.zeros(pad, np.float32), x, np.zeros(pad + frame, np.float32)])
     n_frames = (len(padded) - frame) // hop + 1
-    window = np.hanning(frame + 1)[:frame]
+    window = np.hanning(frame + 1)[:frame].astype(np.float32)
     idx = np.arange(frame)[None, :] + hop * np.arange(n_frames)[:, None]  # (frames, frame)
     spec = np.fft.rfft(padded[idx] * window, axis=1)  # (frames, bins)
     n_bins = spec.shape[1]
     src = _warp_sources(alpha, n_bins)
     lo = np.clip(np.floor(src).astype(int), 0, n_bins - 1)
-    hi = np.clip(lo + 1, 0, n_bins - 1)
-    frac = src - lo
-    mag = np.abs(spec)
-    warped = mag[:, lo] * (1 - frac) + mag[:, hi] * frac
-    out_spec = warped * np.exp(1j * np.angle(spec))
-    frames = np.fft.irfft(out_spec, frame, axis=1) * window
+    frac = (src - lo).astype(np.float32)
+    interp = np.zeros((n_bins, n_bins), np.float32)  # magnitude interpolation as one matrix product
+    interp[lo, np.arange(n_bins)] += 1 - frac
+    interp[np.minimum(lo + 1, n_bins - 1), np.arange(n_bins)] += frac
+    mag = np.abs(spec).astype(np.float32)
+    gain = (mag @ interp) / np.maximum(mag, 1e-12)  # new magnitude, the frame's own phase
+    frames = np.fft.irfft(spec * gain, frame, axis=1).astype(np.float32) * window
     k = frame // hop  # frames overlapping one hop-sized block
-    out = np.zeros((n_frames + k - 1, hop))
-    norm = np.zeros((n_frames + k - 1, hop))
+    out = np.zeros((n_frames + k - 1, hop), np.float32)
+    norm = np.zeros((n_frames + k - 1, hop), np.float32)
     blocks, wins = frames.reshape(n_frames, k, hop), (window ** 2).reshape(k, hop)
     for j in range(k):
         out[j:j + n_frames] += blocks[:, j]
