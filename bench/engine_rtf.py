@@ -226,7 +226,7 @@ def worker_sched(ckpts: dict[str, str], audio_path: str, dtype: str, sched_strea
 
 def _embed_calls(stream) -> int:
     t = stream.tracker
-    return sum(r.embeddings for r in t.runs.values()) if t is not None else 0
+    return sum(getattr(r, "embeddings", 0) for r in t.runs.values()) if t is not None else 0  # span turns: none
 
 
 def worker_naive(ckpts: dict[str, str], audio_path: str) -> dict:

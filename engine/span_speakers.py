@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.activity_alignment import ActivityAggregator
 from engine.buffers import RollingArray
 from engine.config import SpeakerConfig, SpeechConfig
 from engine.events import Event, SpeakerActivity, SpeakerMatch, SpeakerTurn
-from engine.speakers import ActivityAggregator, SpeakerClusters, _unit
+from engine.speaker_clusters import SpeakerClusters, unit_vector
 from engine.speech_detect import padded_speech
 from engine.timebase import FRAME_SAMPLES
 
@@ -200,8 +201,8 @@ class SpanSpeakerTracker:
             held, held_vector, held_audio = self._candidate
             self._candidate = None
             if (may_open and not fits and req.index == held.index + 1
-                    and float(_unit(held_vector) @ _unit(vector)) >= self.clusters.new_threshold):
-                events += self._name(held, _unit(held_vector) + _unit(vector), held_audio, may_open=True)
+                    and float(unit_vector(held_vector) @ unit_vector(vector)) >= self.clusters.new_threshold):
+                events += self._name(held, unit_vector(held_vector) + unit_vector(vector), held_audio, may_open=True)
                 events += self._name(req, vector, audio, may_open=True)
                 return events + self._advance()
             events += self._name(held, held_vector, held_audio, may_open=False)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.activity_speakers import ActivitySpeakerTracker
 from engine.buffers import RollingArray
 from engine.captions import CaptionDecoder, PartialText
 from engine.config import EngineConfig, HeadSchedule, frames_in
@@ -28,7 +29,7 @@ from engine.events import (
 from engine.model_side import ModelSide, WindowOutputs
 from engine.span_speakers import SpanRequest, SpanSpeakerTracker
 from engine.speech_detect import padded_speech
-from engine.speakers import SpeakerClusters, SpeakerTracker
+from engine.speaker_clusters import SpeakerClusters
 from engine.timebase import FRAME_SAMPLES, SAMPLE_RATE
 
 _CTC, _DIAR, _SKIP, _VAD, _XVEC = "ctc", "diar", "skip", "vad", "xvec"
@@ -95,7 +96,7 @@ class Stream:
         # who speaks when from speech spans' x-vectors (engine/span_speakers.py) ...
         self.spans = (self.has_vad and "sv" in models.heads and config.speakers.tracking == "spans"
                       and (self.has_ctc or _DIAR in models.heads))
-        # ... or from the activity head's channels (engine/speakers.py); the head, when present,
+        # ... or from the activity head's channels (engine/activity_speakers.py); the head, when present,
         # still runs with span tracking: its overlap evidence keeps two voices apart
         self.has_diar = _DIAR in models.heads and models.num_speakers > 0
         self.shared = bool(models.shared) and self.has_ctc and self.has_diar
@@ -130,7 +131,7 @@ class Stream:
                                        cfg.partial_lm_max_frames) if self.has_ctc else None
         horizon = max(cfg.revise_horizon_frames, self.diar_schedule.window_frames + 1)
         sc = cfg.speakers
-        self.tracker: SpeakerTracker | SpanSpeakerTracker | None = (
+        self.tracker: ActivitySpeakerTracker | SpanSpeakerTracker | None = (
             SpanSpeakerTracker(
                 sc, cfg.speech,
                 SpeakerClusters(sc, self._voiceprints, self._voiceprint_threshold,
@@ -138,7 +139,7 @@ class Stream:
                 horizon_frames=horizon,
             )
             if self.spans
-            else SpeakerTracker(
+            else ActivitySpeakerTracker(
                 self.models.num_speakers,
                 cfg.speakers,
                 self.models.embed if "sv" in self.models.heads else None,
@@ -386,7 +387,7 @@ class Stream:
             keep = min(keep, self._next_ctc * self.ctc_schedule.hop_samples)
         if self.has_diar:
             keep = min(keep, self._next_diar * self.diar_schedule.hop_samples if not self.shared else keep)
-            if isinstance(self.tracker, SpeakerTracker):
+            if isinstance(self.tracker, ActivitySpeakerTracker):
                 keep = min(keep, self.tracker.aggregator.settled * FRAME_SAMPLES)
         if isinstance(self.tracker, SpanSpeakerTracker):  # audio of spans still to embed
             keep = min(keep, self.tracker.keep_from_frame * FRAME_SAMPLES)
@@ -440,7 +441,7 @@ class Stream:
                 settle_to = first_frame + (len(probs) if req.final else sched.hop_frames)
                 self.tracker.add_activity(first_frame, probs, settle_to)
             events += self._deliver_speech(req, speech, first_frame)
-        elif _DIAR in req.want and isinstance(self.tracker, SpeakerTracker) and out.activity_probs is not None:
+        elif _DIAR in req.want and isinstance(self.tracker, ActivitySpeakerTracker) and out.activity_probs is not None:
             events += self._deliver_diar(req, out.activity_probs[index], first_frame)
         if _CTC in req.want and self._decoder is not None and out.ctc_log_probs is not None:
             log_probs = out.ctc_log_probs[index]

@@ -11,7 +11,8 @@ from engine import Engine, EngineConfig
 from engine.config import SpeakerConfig
 from engine.events import CaptionFinal, CaptionRevision, SpeakerMatch, SpeakerTurn, apply_revision
 from engine.fakes import ScriptedModels, frames_to_audio, script
-from engine.speakers import ActivityAggregator, SpeakerClusters, best_permutation
+from engine.activity_alignment import ActivityAggregator, best_permutation
+from engine.speaker_clusters import SpeakerClusters
 
 CONVERSATION = [
     (0, "hello everyone this is alice speaking"),

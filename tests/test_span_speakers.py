@@ -13,7 +13,7 @@ from engine.config import SpeakerConfig
 from engine.events import CaptionFinal, SpeakerActivity, SpeakerMatch, SpeakerTurn
 from engine.fakes import ScriptedModels, frames_to_audio, script
 from engine.span_speakers import SpanSpeakerTracker
-from engine.speakers import SpeakerClusters
+from engine.speaker_clusters import SpeakerClusters
 
 HEADS = frozenset({"ctc", "diar", "sv", "vad"})
 

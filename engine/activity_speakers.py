@@ -1,107 +1,26 @@
-"""Online speaker activity, turns and identity from overlapping frame-classification windows.
+"""Online speaker activity, turns and identity from the activity head's channels (`--speaker-tracking activity`).
 
-Three layers, each a small class:
-- `ActivityAggregator`: each window's local speaker slots are mapped onto S running channels by
-  the permutation that agrees best with what earlier windows said about the overlap; windows are
-  then averaged with Hamming weights. Frames no later window will cover are "settled".
+- `ActivityAggregator` (engine/activity_alignment.py) aligns and averages the overlapping windows;
 - `ChannelTurns`: hysteresis (onset/offset) and minimum on/off durations turn a channel's settled
-  activity into runs (one speaker's stretch of speech); overlapping runs of two channels are kept.
-- `SpeakerClusters`: a run's single-speaker audio gets an x-vector; incremental cosine
-  clustering names it. Enrolled voiceprints seed the clusters, so an enrolled person is named
-  from the first embedding of their run; others become `unknown-1`, `unknown-2`, ...
-`SpeakerTracker` ties them together and answers "who spoke frames [a, b)?" for captions.
+  activity into runs (one speaker's stretch of speech); overlapping runs of two channels are kept;
+- `SpeakerClusters` (engine/speaker_clusters.py) names a run from the x-vector of its
+  single-speaker audio.
+`ActivitySpeakerTracker` ties them together and answers "who spoke frames [a, b)?" for captions.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from engine.activity_alignment import ActivityAggregator
 from engine.buffers import RollingArray
 from engine.config import SpeakerConfig
-from engine.events import SpeakerActivity, SpeakerMatch, SpeakerTurn
+from engine.events import SpeakerActivity, SpeakerTurn
+from engine.speaker_clusters import SpeakerClusters, unit_vector
 from engine.timebase import FRAME_SAMPLES
-
-
-def best_permutation(local: np.ndarray, running: np.ndarray, weights: np.ndarray) -> tuple[int, ...]:
-    """The channel for each local slot that best matches `running` on the overlap.
-
-    `local`, `running`: (frames, S) probabilities; `weights`: (frames,) how much each frame counts
-    (0 where nothing is known yet). Scores are weighted dot products of p and of 1-p; ties keep the
-    earliest permutation in lexicographic order (the identity first), so results are deterministic.
-    """
-    s = local.shape[1]
-    if len(local) == 0 or not np.any(weights > 0):
-        return tuple(range(s))
-    w = weights[:, None]
-    # agreement[i, c]: how well local slot i matches channel c over the overlap
-    agreement = (local * w).T @ running + ((1 - local) * w).T @ (1 - running)
-    best, best_score = tuple(range(s)), -np.inf
-    for perm in itertools.permutations(range(s)):
-        score = float(sum(agreement[i, c] for i, c in enumerate(perm)))
-        if score > best_score + 1e-9:
-            best, best_score = perm, score
-    return best
-
-
-class ActivityAggregator:
-    """Hamming-weighted average of permutation-aligned window activities over S channels."""
-
-    def __init__(self, num_channels: int, capacity_frames: int) -> None:
-        self.num_channels = num_channels
-        self._wp = RollingArray(capacity_frames, (num_channels,), np.float64)
-        self._w = RollingArray(capacity_frames, (), np.float64)
-        self.settled = 0  # frames before this will not change any more
-
-    def add(self, start_frame: int, probs: np.ndarray, settle_to: int) -> tuple[int, np.ndarray, tuple[int, ...]]:
-        """Add one window's (T, S) probs at `start_frame`; settle frames < `settle_to`.
-
-        Returns (first settled frame, settled (n, S) probs, permutation used).
-        """
-        t = len(probs)
-        weights = np.hamming(t) if t > 2 else np.ones(t)
-        cut = max(0, self._w.start - start_frame)  # frames already settled take nothing new
-        if cut >= t:
-            return (*self._settle(settle_to), tuple(range(self.num_channels)))
-        probs, weights, start_frame = probs[cut:], weights[cut:], start_frame + cut
-        end = start_frame + len(probs)
-        self._wp.extend_to(end)
-        self._w.extend_to(end)
-        wsum, wpsum = self._w.view(start_frame, end), self._wp.view(start_frame, end)
-        known = wsum > 0
-        running = np.where(known[:, None], wpsum / np.where(known, wsum, 1.0)[:, None], 0.0)
-        perm = best_permutation(probs, running, wsum)
-        aligned = np.zeros_like(probs, dtype=np.float64)
-        aligned[:, list(perm)] = probs
-        wpsum += weights[:, None] * aligned
-        wsum += weights
-        return (*self._settle(settle_to), perm)
-
-    def _settle(self, settle_to: int) -> tuple[int, np.ndarray]:
-        first = self.settled
-        settle_to = min(max(settle_to, first), self._w.end)
-        w = self._w.view(first, settle_to)
-        wp = self._wp.view(first, settle_to)
-        probs = np.where(w[:, None] > 0, wp / np.where(w > 0, w, 1.0)[:, None], 0.0)
-        self.settled = settle_to
-        self._w.discard_before(settle_to)
-        self._wp.discard_before(settle_to)
-        return first, probs
-
-    def unsettled(self, start: int, end: int) -> np.ndarray:
-        """Current (not final) averaged probs for frames [start, end) (0 where not yet covered)."""
-        start, end = max(start, self._w.start), min(end, self._w.end)
-        if end <= start:
-            return np.zeros((0, self.num_channels))
-        w = self._w.view(start, end)
-        return np.where(w[:, None] > 0, self._wp.view(start, end) / np.where(w > 0, w, 1.0)[:, None], 0.0)
-
-    def settle_all(self) -> tuple[int, np.ndarray]:
-        """Settle every frame seen so far (end of stream)."""
-        return self._settle(self._w.end)
 
 
 @dataclass(slots=True)
@@ -164,165 +83,11 @@ class ChannelTurns:
         return end
 
 
-@dataclass(slots=True)
-class Cluster:
-    """A speaker identity: enrolled (fixed voiceprint) or unknown (running centroid)."""
-
-    label: str
-    centroid: np.ndarray
-    enrolled: bool
-    count: int = 1
-    audio: list[np.ndarray] = field(default_factory=list)
-    audio_samples: int = 0
-
-
-def _unit(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float64).ravel()
-    n = float(np.linalg.norm(v))
-    if not np.isfinite(n) or n == 0.0:
-        raise ValueError("speaker embedding is zero or not finite")
-    return v / n
-
-
-class SpeakerClusters:
-    """Incremental cosine clustering of run embeddings, seeded by enrolled voiceprints."""
-
-    def __init__(self, cfg: SpeakerConfig, enrolled: dict[str, np.ndarray] | None = None,
-                 enrolled_threshold: float = 0.5, max_clusters: int = 64,
-                 thresholds: tuple[float, float] | None = None) -> None:
-        """`thresholds`: (new, merge) cosines overriding those of `cfg` (span tracking uses its own)."""
-        self.cfg = cfg
-        self.enrolled_threshold = enrolled_threshold
-        self.new_threshold = cfg.new_cluster_threshold if cfg.new_cluster_threshold is not None else enrolled_threshold
-        self.merge_threshold = cfg.merge_threshold if cfg.merge_threshold is not None else min(1.0, enrolled_threshold + 0.05)
-        if thresholds is not None:
-            self.new_threshold, self.merge_threshold = thresholds
-        self.max_clusters = max_clusters
-        self.clusters: list[Cluster] = []
-        self._next_unknown = 1
-        self._cannot: set[frozenset[str]] = set()  # label pairs heard at the same time: never merged
-        for name, vec in (enrolled or {}).items():
-            self.add_voiceprint(name, vec)
-
-    def add_voiceprint(self, name: str, vector: np.ndarray) -> None:
-        """Seed (or replace) an enrolled identity."""
-        self.clusters = [c for c in self.clusters if c.label != name]
-        self.clusters.append(Cluster(name, _unit(vector), enrolled=True))
-
-    def find(self, label: str) -> Cluster | None:
-        return next((c for c in self.clusters if c.label == label), None)
-
-    def fits(self, embedding: np.ndarray) -> bool:
-        """Would `assign` put this embedding into an existing cluster (no new voice)?"""
-        e = _unit(embedding)
-        return any(float(c.centroid @ e) >= (self.enrolled_threshold if c.enrolled else self.new_threshold)
-                   for c in self.clusters)
-
-    def cannot_link(self, a: str, b: str) -> None:
-        """`a` and `b` spoke at the same time: they are two people and are never merged."""
-        if a != b:
-            self._cannot.add(frozenset((a, b)))
-
-    def assign(self, embedding: np.ndarray, may_open: bool = True) -> tuple[Cluster | None, SpeakerMatch, dict[str, str]]:
-        """Name an embedding; returns its cluster, the match event and labels merged away.
-
-        With `may_open` False (too little evidence for a new person) an embedding that matches no
-        cluster joins the closest unknown one, or gets no cluster (None) when there is none.
-        """
-        e = _unit(embedding)
-        enrolled = [(c, float(c.centroid @ e)) for c in self.clusters if c.enrolled]
-        unknown = [(c, float(c.centroid @ e)) for c in self.clusters if not c.enrolled]
-        enrolled.sort(key=lambda cs: -cs[1])
-        unknown.sort(key=lambda cs: -cs[1])
-        candidates = tuple((c.label, round(s, 4)) for c, s in enrolled[:3])
-        best_score = enrolled[0][1] if enrolled else 0.0
-        if enrolled and best_score >= self.enrolled_threshold:
-            cluster = enrolled[0][0]
-        elif unknown and (unknown[0][1] >= self.new_threshold or len(self.clusters) >= self.max_clusters or not may_open):
-            cluster = unknown[0][0]
-            if unknown[0][1] >= self.new_threshold or may_open:  # a weak match does not move the centroid
-                m = self.cfg.centroid_momentum
-                cluster.centroid = _unit(m * cluster.centroid + (1 - m) * e)
-                cluster.count += 1
-        elif not may_open:
-            return None, SpeakerMatch(track="unknown", name=None, score=round(best_score, 4),
-                                      threshold=self.enrolled_threshold, accepted=False, candidates=candidates), {}
-        else:
-            cluster = Cluster(f"unknown-{self._next_unknown}", e, enrolled=False)
-            self._next_unknown += 1
-            self.clusters.append(cluster)
-        match = SpeakerMatch(
-            track=cluster.label,
-            name=cluster.label if cluster.enrolled else None,
-            score=round(best_score, 4),
-            threshold=self.enrolled_threshold,
-            accepted=cluster.enrolled,
-            candidates=candidates,
-        )
-        return cluster, match, self._merge_from(cluster)
-
-    def _merge_from(self, cluster: Cluster) -> dict[str, str]:
-        """Merge unknown clusters that came too close to `cluster`; old label -> new label."""
-        if cluster.enrolled:
-            return {}
-        for other in self.clusters:
-            if other is cluster or frozenset((other.label, cluster.label)) in self._cannot:
-                continue
-            sim = float(other.centroid @ cluster.centroid)
-            limit = self.enrolled_threshold if other.enrolled else self.merge_threshold
-            if sim >= limit:
-                # keep the enrolled one, else the older (lower number) one
-                older = self.clusters.index(other) < self.clusters.index(cluster)
-                keep, drop = (other, cluster) if other.enrolled or older else (cluster, other)
-                if not keep.enrolled:
-                    keep.centroid = _unit(keep.count * keep.centroid + drop.count * drop.centroid)
-                keep.count += drop.count
-                self.add_audio(keep, *drop.audio)
-                self.clusters.remove(drop)
-                self._relink(drop.label, keep.label)
-                return {drop.label: keep.label}
-        return {}
-
-    def _relink(self, old: str, new: str) -> None:
-        """Cannot-links of a label that is merged or renamed move to its new label."""
-        for pair in [p for p in self._cannot if old in p]:
-            self._cannot.discard(pair)
-            (other,) = pair - {old}
-            self.cannot_link(other, new)
-
-    def add_audio(self, cluster: Cluster, *pieces: np.ndarray) -> None:
-        """Keep the most recent `cluster_audio_samples` of a cluster's clean speech."""
-        for p in pieces:
-            cluster.audio.append(p)
-            cluster.audio_samples += len(p)
-        while cluster.audio and cluster.audio_samples - len(cluster.audio[0]) >= self.cfg.cluster_audio_samples:
-            cluster.audio_samples -= len(cluster.audio.pop(0))
-
-    def rename(self, old: str, new: str, vector: np.ndarray | None = None) -> dict[str, str]:
-        """Rename a cluster (e.g. after enrolling it); merges into `new` if that exists."""
-        c = self.find(old)
-        if c is None:
-            raise KeyError(f"no speaker {old!r} (known: {[k.label for k in self.clusters]})")
-        target = self.find(new)
-        if target is not None and target is not c:
-            target.count += c.count
-            self.add_audio(target, *c.audio)
-            self.clusters.remove(c)
-            self._relink(old, new)
-        else:
-            self._relink(old, new)
-            c.label = new
-            c.enrolled = True
-            if vector is not None:
-                c.centroid = _unit(vector)
-        return {old: new}
-
-
 EmbedFn = Callable[[np.ndarray], np.ndarray]
 AudioFn = Callable[[int, int], "np.ndarray | None"]  # samples [start, end), None if no longer held
 
 
-class SpeakerTracker:
+class ActivitySpeakerTracker:
     """Channels, runs and identities for one stream; produces speaker events and label changes."""
 
     def __init__(self, num_channels: int, cfg: SpeakerConfig, embed: EmbedFn | None,
@@ -457,7 +222,7 @@ class SpeakerTracker:
         if run.vector is None:
             return [], {}
         audio = np.concatenate(segment)
-        if float(run.vector @ _unit(self.embed(audio))) >= threshold:
+        if float(run.vector @ unit_vector(self.embed(audio))) >= threshold:
             return [], {}
         events, relabels = self._close(channel, start)
         self._open(channel, start)
@@ -500,7 +265,7 @@ class SpeakerTracker:
             return [], {}
         audio = np.concatenate(run.clean)
         vector = self.embed(audio)
-        run.vector = _unit(vector)
+        run.vector = unit_vector(vector)
         cluster, match, merged = self.clusters.assign(vector)
         self.clusters.add_audio(cluster, audio[-min(len(audio), FRAME_SAMPLES * 50) :])
         run.embeddings += 1
