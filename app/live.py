@@ -166,8 +166,10 @@ class StreamRunner:
         self.pause = PauseSwitch()
         self.finished = asyncio.Event()
         self.listeners: list[Callable[[AudioBlock], None]] = []  # raw audio taps (TUI recorder)
-        # a stream served by a batching scheduler brings its own coroutines (app.compute)
-        self._accept = getattr(stream, "accept_async", None) or stream.accept
+        # a stream served by a batching scheduler brings its own coroutines (app.compute); a plain
+        # stream is called on the compute thread, the only thread that touches engine state
+        self._scheduled = getattr(stream, "accept_async", None) is not None
+        self._accept = stream.accept_async if self._scheduled else self._accept_plain
         self._flush = getattr(stream, "flush_async", None) or stream.flush
 
     async def _compute(self, fn: Callable[..., Any], *args: Any) -> list[Event]:
@@ -216,14 +218,22 @@ class StreamRunner:
             if not cancelled:
                 await self._queue.put(None)
 
-    def _report_load(self) -> None:
+    def _report_load(self, load: dict[str, Any]) -> None:
+        """Hand the backlog and real-time factor to the stream (a scheduled stream keeps them for
+        the compute thread; a plain one is called there, from `_accept_plain`)."""
         report = getattr(self.stream, "report_load", None)
         if report is None:
             return
         try:
-            report(backlog_samples=self._queued_samples, rtf=self.meter.rtf)
+            report(**load)
         except TypeError:
             pass  # an engine whose report_load takes other figures: it decides without ours
+
+    def _accept_plain(self, samples: np.ndarray, load: dict[str, Any] | None = None) -> list[Event]:
+        """A plain stream's block, on the compute thread: the load report, then the samples."""
+        if load is not None:
+            self._report_load(load)
+        return self.stream.accept(samples)
 
     async def run(self, blocks: AsyncIterator[AudioBlock]) -> None:
         """Consume `blocks` until they end, then flush the stream; events go to the bus."""
@@ -240,7 +250,7 @@ class StreamRunner:
                 audio = [b for b in batch if b is not None]
                 if not audio:
                     continue
-                self._report_load()  # the backlog: this batch and whatever queued behind it
+                load = {"backlog_samples": self._queued_samples, "rtf": self.meter.rtf}  # this batch and what queued behind it
                 for block in audio:
                     self._queued_samples -= len(block.samples)
                     self.meter.arrived(block)
@@ -250,7 +260,11 @@ class StreamRunner:
                 if self._dropped is not None:
                     self.meter.dropped_samples = self._dropped()
                 samples = audio[0].samples if len(audio) == 1 else np.concatenate([b.samples for b in audio])
-                self._publish(await self._compute(self._accept, samples))
+                if self._scheduled:
+                    self._report_load(load)
+                    self._publish(await self._compute(self._accept, samples))
+                else:
+                    self._publish(await self._compute(self._accept, samples, load))
                 self._maybe_stats()
             self._publish(await self._compute(self._flush))
             if not self._engine_stats:

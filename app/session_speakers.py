@@ -98,13 +98,14 @@ class SessionSpeakers:
         """1:1 verification of `audio` against `name`'s voiceprint."""
         return await self._speaker_call(self._service().verify, name, audio)
 
-    def track_audio(self, track: str) -> np.ndarray:
-        """What `track` said alone so far: the engine's own copy, else its solo turns from history."""
+    async def track_audio(self, track: str) -> np.ndarray:
+        """What `track` said alone so far: the engine's own copy (read on the compute thread, the
+        only one that touches engine state), else its solo turns from history."""
         assert self.runner is not None
         own = getattr(self.runner.stream, "speaker_audio", None)
         if own is not None:
             try:
-                audio = own(track)
+                audio = await self.pool.run(own, track)
                 if len(audio):
                     return audio
             except KeyError:
@@ -125,7 +126,7 @@ class SessionSpeakers:
         """Enroll `name` from what `track` already said, then relabel the track's captions.
 
         Returns the enrollment result and the revisions (also published on the bus)."""
-        audio = self.track_audio(track)
+        audio = await self.track_audio(track)
         if not len(audio):
             raise AppError(f"{track} has no solo speech to enroll from yet")
         service = self._service()

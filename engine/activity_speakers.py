@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Generator
 
 import numpy as np
 
@@ -83,18 +83,26 @@ class ChannelTurns:
         return end
 
 
-EmbedFn = Callable[[np.ndarray], np.ndarray]
 AudioFn = Callable[[int, int], "np.ndarray | None"]  # samples [start, end), None if no longer held
+Result = tuple[list, dict[str, str]]  # (events, relabels: old label -> new label)
+# Work that may need x-vectors: it yields the audio to embed and is sent back its x-vector; it
+# returns (events, relabels). The tracker never calls a model: the stream turns each yielded audio
+# into an {"xvec"} request and resumes the work with the model side's answer (engine/stream.py).
+Work = Generator[np.ndarray, np.ndarray, Result]
 
 
 class ActivitySpeakerTracker:
-    """Channels, runs and identities for one stream; produces speaker events and label changes."""
+    """Channels, runs and identities for one stream; produces speaker events and label changes.
 
-    def __init__(self, num_channels: int, cfg: SpeakerConfig, embed: EmbedFn | None,
+    `embeds`: an x-vector model is present, so runs are named by clustering (else each channel is
+    its own `unknown-N`). `add_window` and `finish` return `Work` (see above).
+    """
+
+    def __init__(self, num_channels: int, cfg: SpeakerConfig, embeds: bool,
                  clusters: SpeakerClusters, horizon_frames: int) -> None:
         self.cfg = cfg
         self.num_channels = num_channels
-        self.embed = embed
+        self.embeds = embeds
         self.clusters = clusters
         self.horizon_frames = horizon_frames
         self.aggregator = ActivityAggregator(num_channels, capacity_frames=4 * horizon_frames)
@@ -111,25 +119,25 @@ class ActivitySpeakerTracker:
     # -- window input -------------------------------------------------------------------------
 
     def add_window(self, start_frame: int, probs: np.ndarray, settle_to: int,
-                   audio: AudioFn) -> tuple[list, dict[str, str]]:
-        """Add one window's activity; settle frames < `settle_to`. Returns (events, relabels)."""
+                   audio: AudioFn) -> Work:
+        """Add one window's activity; settle frames < `settle_to`."""
         first, settled, _ = self.aggregator.add(start_frame, probs, settle_to)
         return self._consume(first, settled, audio)
 
-    def finish(self, audio: AudioFn) -> tuple[list, dict[str, str]]:
+    def finish(self, audio: AudioFn) -> Work:
         """Settle everything and close open runs (end of stream)."""
         first, settled = self.aggregator.settle_all()
-        events, relabels = self._consume(first, settled, audio)
+        events, relabels = yield from self._consume(first, settled, audio)
         end = self.aggregator.settled
         for c, turns in enumerate(self.turns):
             close_at = turns.finish(end)
             if close_at is not None:
-                e2, r2 = self._close(c, close_at)
+                e2, r2 = yield from self._close(c, close_at)
                 events += e2
                 relabels.update(r2)
         return events, relabels
 
-    def _consume(self, first: int, settled: np.ndarray, audio: AudioFn) -> tuple[list, dict[str, str]]:
+    def _consume(self, first: int, settled: np.ndarray, audio: AudioFn) -> Work:
         events: list = []
         relabels: dict[str, str] = {}
         n = len(settled)
@@ -137,6 +145,8 @@ class ActivitySpeakerTracker:
             return events, relabels
         self.frame_runs.extend_to(first + n, fill=-1)
         samples = audio(first * FRAME_SAMPLES, (first + n) * FRAME_SAMPLES)
+        if samples is not None:  # a copy: the stream keeps buffering while this work waits for x-vectors
+            samples = samples.copy()
         for i in range(n):
             f = first + i
             p = settled[i]
@@ -145,7 +155,7 @@ class ActivitySpeakerTracker:
                 if decision is not None and decision[0] == "open":
                     self._open(c, decision[1])
                 elif decision is not None:
-                    e2, r2 = self._close(c, decision[1])
+                    e2, r2 = yield from self._close(c, decision[1])
                     events += e2
                     relabels.update(r2)
                 run = self.open_runs[c]
@@ -160,14 +170,14 @@ class ActivitySpeakerTracker:
                 piece = samples[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES]
                 if self.open_runs[c] is not None:
                     self._add_clean(self.open_runs[c], piece)
-                    e2, r2 = self._check_change(c, f)
+                    e2, r2 = yield from self._check_change(c, f)
                     events += e2
                     relabels.update(r2)
                 else:
                     self.pending_clean[c].append(piece.copy())
         for run in self.open_runs:
             if run is not None:
-                e2, r2 = self._maybe_embed(run)
+                e2, r2 = yield from self._maybe_embed(run)
                 events += e2
                 relabels.update(r2)
         labels = tuple(self.channel_label(c) for c in range(self.num_channels))
@@ -186,7 +196,7 @@ class ActivitySpeakerTracker:
 
     def _open(self, channel: int, start: int) -> None:
         run = Run(self._next_run, channel, start, next_embed_at=self.cfg.embed_min_samples)
-        if self.embed is None:  # no x-vector head: a channel is the best identity there is
+        if not self.embeds:  # no x-vector head: a channel is the best identity there is
             run.label = f"unknown-{channel + 1}"
         self._next_run += 1
         self.runs[run.run_id] = run
@@ -202,13 +212,13 @@ class ActivitySpeakerTracker:
         while run.clean and run.clean_samples - len(run.clean[0]) >= self.cfg.embed_max_samples:
             run.clean_samples -= len(run.clean.pop(0))
 
-    def _check_change(self, channel: int, frame: int) -> tuple[list, dict[str, str]]:
+    def _check_change(self, channel: int, frame: int) -> Work:
         """Speaker change inside a run: once the run has an x-vector, every `change_check_samples`
         of new clean speech are embedded on their own; a cosine to the run's x-vector below
         `change_threshold` splits the run where that speech began (the channel stays on)."""
         run = self.open_runs[channel]
         threshold = self.cfg.change_threshold
-        if run is None or threshold is None or threshold <= -1.0 or self.embed is None or not self.reembed:
+        if run is None or threshold is None or threshold <= -1.0 or not self.embeds or not self.reembed:
             return [], {}  # (every cosine is >= -1: nothing to embed for)
         piece = run.clean[-1]
         if run.segment_start is None:
@@ -222,18 +232,18 @@ class ActivitySpeakerTracker:
         if run.vector is None:
             return [], {}
         audio = np.concatenate(segment)
-        if float(run.vector @ unit_vector(self.embed(audio))) >= threshold:
+        if float(run.vector @ unit_vector((yield audio))) >= threshold:
             return [], {}
-        events, relabels = self._close(channel, start)
+        events, relabels = yield from self._close(channel, start)
         self._open(channel, start)
         new = self.open_runs[channel]
         for p in segment:
             self._add_clean(new, p)
         self._mark(channel, new.run_id, start, frame + 1)
-        e2, r2 = self._maybe_embed(new)
+        e2, r2 = yield from self._maybe_embed(new)
         return events + e2, {**relabels, **r2}
 
-    def _close(self, channel: int, end: int) -> tuple[list, dict[str, str]]:
+    def _close(self, channel: int, end: int) -> Work:
         run = self.open_runs[channel]
         assert run is not None
         run.end = end
@@ -244,7 +254,7 @@ class ActivitySpeakerTracker:
         self.open_runs[channel] = None
         events, relabels = [], {}
         if run.label is None and run.embeddings == 0 and run.clean_samples >= 8000:
-            events, relabels = self._embed(run)
+            events, relabels = yield from self._embed(run)
         lo = max(run.start, self.frame_runs.start)
         span = self.frame_runs.view(lo, max(lo, min(end, self.frame_runs.end)))
         others = np.delete(span, channel, axis=1) if len(span) else span
@@ -253,18 +263,18 @@ class ActivitySpeakerTracker:
         run.clean, run.clean_samples = [], 0
         return events, relabels
 
-    def _maybe_embed(self, run: Run) -> tuple[list, dict[str, str]]:
-        if self.embed is None or run.clean_samples < run.next_embed_at:
+    def _maybe_embed(self, run: Run) -> Work:
+        if not self.embeds or run.clean_samples < run.next_embed_at:
             return [], {}
         if run.embeddings and not self.reembed:
             return [], {}
-        return self._embed(run)
+        return (yield from self._embed(run))
 
-    def _embed(self, run: Run) -> tuple[list, dict[str, str]]:
-        if self.embed is None:
+    def _embed(self, run: Run) -> Work:
+        if not self.embeds:
             return [], {}
         audio = np.concatenate(run.clean)
-        vector = self.embed(audio)
+        vector = yield audio
         run.vector = unit_vector(vector)
         cluster, match, merged = self.clusters.assign(vector)
         self.clusters.add_audio(cluster, audio[-min(len(audio), FRAME_SAMPLES * 50) :])

@@ -1,10 +1,13 @@
-"""The `Engine`: shared, stateless models plus configuration; it makes streams and schedulers.
+"""The `Engine`: shared, stateless models plus configuration; it makes streams and runs their requests.
 
     engine = Engine.from_checkpoints(asr="models/embedded/ctc", diar="models/embedded/sd",
                                      sv="models/embedded/sv", device="auto", dtype="fp32")
     stream = engine.new_stream()
     events = stream.accept(samples)   # float32 mono 16 kHz, any block size
     events += stream.flush()
+    # many streams: submit to each, then one batched decode over all of them
+    for s, block in zip(streams, blocks): s.submit(block)
+    events_by_stream = engine.decode(streams)
 
 Voiceprints are plain values: pass `speakers=` an `engine.enrolled.EnrolledVoices` ({name: vector},
 threshold, model fingerprint; `voiceprints.VoiceprintService.enrolled()` makes one from the store)
@@ -15,11 +18,12 @@ engine never reads the speaker store.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from engine.config import EngineConfig
+from engine.events import Event
 from engine.enrolled import EnrolledVoices
 from engine.model_side import ModelSide
 from engine.scheduler import Scheduler
@@ -135,11 +139,16 @@ class Engine:
         stream = Stream(
             self.models, self.config, stream_id=self._next_id, voiceprints=prints,
             voiceprint_threshold=threshold if threshold is not None else 0.5,
-            lm=self.lm_factory() if self.lm_factory is not None else None,
+            lm=self.lm_factory() if self.lm_factory is not None else None, decode=self.decode,
         )
         self._next_id += 1
         return stream
 
+    def decode(self, streams: Sequence[Stream]) -> dict[int, list[Event]]:
+        """Run every pending request of `streams` (windows and x-vectors), batched across them,
+        until none waits; returns each stream's new events. The streams' own state is all there is."""
+        return Scheduler(self.models, self.config.max_batch, streams=streams).run_until_idle()
+
     def scheduler(self, max_batch: int | None = None, clock: Callable[[], float] | None = None) -> Scheduler:
-        """A scheduler that batches the windows of many streams of this engine."""
-        return Scheduler(self, max_batch=max_batch, clock=clock)
+        """A long-lived scheduler that makes streams and batches their requests round by round."""
+        return Scheduler(self.models, max_batch or self.config.max_batch, clock=clock, new_stream=self.new_stream)

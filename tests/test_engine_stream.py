@@ -178,7 +178,7 @@ def test_memory_bounded_on_long_stream():
     sizes = []
     for _ in range(int(6 * 60 * 16000 / len(block))):
         stream.accept(block)
-        sizes.append((len(stream.audio), len(stream._captions), len(stream.tracker.runs),
+        sizes.append((len(stream.audio), len(stream.captions), len(stream.tracker.runs),
                       len(stream.tracker.frame_runs), len(stream.queue)))
     late = np.array(sizes[len(sizes) // 2 :])
     early = np.array(sizes[len(sizes) // 4 : len(sizes) // 2])

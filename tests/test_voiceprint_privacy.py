@@ -170,7 +170,8 @@ def test_naming_the_demo_guest_in_the_live_session(tmp_path: Path) -> None:
         assert session.runner is not None
         await session.runner.run(session._blocks())
         unknown = [t for t in session.tracks() if t.startswith("unknown")]
-        guest = max(unknown, key=lambda t: len(session.track_audio(t)))
+        held = {t: len(await session.track_audio(t)) for t in unknown}
+        guest = max(unknown, key=held.__getitem__)
         try:
             result, _ = await session.name_track(guest, "Guest")
         finally:

@@ -1,0 +1,116 @@
+"""The compute pool over the real engine with scripted fake models: completions per stream,
+batching across streams, no batching wait for one stream, engine state only on the worker thread.
+
+No sleeps and no timers: the pool has no batching wait; every await has a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from app.bus import EventBus
+from app.compute import ComputePool
+from app.live import StreamRunner
+from app.sources import AudioBlock
+from engine import Engine, EngineConfig
+from engine.config import DegradeConfig
+from engine.events import Stats
+from engine.fakes import ScriptedModels, frames_to_audio, script
+from engine.stream import Stream
+
+TIMEOUT = 30.0
+SHORT = [(0, "a short turn of a few words here"), (1, "and a reply")]  # 3.2 s: two caption windows
+LONG = [(1, "a long turn that goes on and on with many words"), (0, "and another one with more words")] * 3
+
+
+def _engine(max_batch: int = 16) -> Engine:
+    return Engine(ScriptedModels(num_speakers=2), EngineConfig(degrade=DegradeConfig(enabled=False), max_batch=max_batch))
+
+
+def _said(events: list) -> list:
+    return [e for e in events if not isinstance(e, Stats)]
+
+
+def _sync(turns: list) -> list:
+    s = _engine().new_stream()
+    return _said(s.accept(frames_to_audio(script(turns))))
+
+
+async def test_one_stream_is_computed_at_once_without_a_batching_wait() -> None:
+    pool = ComputePool(_engine())
+    try:
+        stream = await pool.open_stream()
+        events = await asyncio.wait_for(pool.submit(stream, frames_to_audio(script(SHORT))), TIMEOUT)
+        assert _said(events) == _sync(SHORT) and events
+    finally:
+        pool.shutdown()
+
+
+async def test_a_stream_does_not_wait_for_another_streams_pending_work() -> None:
+    """B has many windows waiting, A one block: A's events come back after A's requests, ticks
+    before B's are done (a global 'all idle' barrier would hold A until B's last tick)."""
+    pool = ComputePool(_engine(max_batch=2))
+    try:
+        a, b = await pool.open_stream(), await pool.open_stream()
+        done_at: dict[str, int] = {}
+
+        async def feed(name: str, stream, turns) -> list:
+            events = await pool.submit(stream, frames_to_audio(script(turns)))
+            done_at[name] = pool.ticks
+            return events
+
+        got_a, got_b = await asyncio.wait_for(asyncio.gather(feed("a", a, SHORT), feed("b", b, LONG)), TIMEOUT)
+        assert done_at["a"] < done_at["b"], done_at
+        assert _said(got_a) == _sync(SHORT) and _said(got_b) == _sync(LONG)
+    finally:
+        pool.shutdown()
+
+
+async def test_concurrent_streams_share_forwards_and_say_the_same() -> None:
+    pool = ComputePool(_engine())
+    try:
+        streams = [await pool.open_stream() for _ in range(3)]
+        audio = frames_to_audio(script(LONG))
+        got = await asyncio.wait_for(asyncio.gather(*(pool.submit(s, audio) for s in streams)), TIMEOUT)
+        stats = pool.scheduler.stats
+        assert max(stats.batch_sizes) > 1 and pool.batched_windows > 0
+        assert stats.forwards < stats.windows
+        assert all(_said(g) == _sync(LONG) for g in got)
+    finally:
+        pool.shutdown()
+
+
+async def test_engine_state_is_touched_only_on_the_compute_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A StreamRunner over the pool (load reports, blocks, flush, close): every Stream call that
+    reads or changes engine state runs on the compute worker, never on the event loop thread."""
+    off_thread: list[str] = []
+    for name in ("submit", "deliver", "report_load", "report_timing", "take_requests", "finish_input",
+                 "reset", "speaker_audio", "rename_speaker", "add_voiceprint"):
+        original = getattr(Stream, name)
+
+        def checked(self, *args, __original=original, __name=name, **kwargs):
+            if not threading.current_thread().name.startswith("compute"):
+                off_thread.append(__name)
+            return __original(self, *args, **kwargs)
+
+        monkeypatch.setattr(Stream, name, checked)
+    pool = ComputePool(_engine())
+    try:
+        stream = await pool.open_stream()
+        bus = EventBus()
+        runner = StreamRunner(stream, bus, pool.executor, fast=True)
+        audio = frames_to_audio(script(LONG))
+
+        async def blocks():
+            for i in range(0, len(audio), 1600):
+                yield AudioBlock(audio[i : i + 1600], i / 16000)
+
+        await asyncio.wait_for(runner.run(blocks()), TIMEOUT)
+        assert bus.last_seq > 0
+        assert not off_thread, off_thread
+    finally:
+        pool.shutdown()
