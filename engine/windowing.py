@@ -17,6 +17,7 @@ import numpy as np
 from engine.buffers import RollingArray
 from engine.compute_requests import CTC, DIAR, SKIP, VAD, XVEC, WindowRequest
 from engine.config import EngineConfig, HeadSchedule
+from engine.span_speakers import SpanRequest
 from engine.timebase import FRAME_SAMPLES
 
 DEGRADATIONS = ("no-partials", "speaker-hop-x2", "no-reembedding", "drop-caption-audio")
@@ -205,10 +206,9 @@ class WindowCutter:
         self._seq += 1
         self._drop_excess()
 
-    def _request_xvector(self, start: int, audio: np.ndarray, span: object | None = None) -> None:
+    def _request_xvector(self, start: int, audio: np.ndarray, span: SpanRequest | None = None) -> None:
         """Queue an x-vector of `audio` (a copy is kept); `span` for the span tracker."""
-        self.queue.append(WindowRequest(self.stream_id, self._seq, frozenset({XVEC}), start, audio.copy(),
-                                        span=span))  # type: ignore[arg-type]
+        self.queue.append(WindowRequest(self.stream_id, self._seq, frozenset({XVEC}), start, audio.copy(), span=span))
         self._seq += 1
 
     def _drop_excess(self) -> None:
