@@ -104,13 +104,11 @@ def greedy_words(logits: np.ndarray, tokens: Sequence[str], blank_id: int = 0,
 
 
 def edit_distance(ref: Sequence, hyp: Sequence) -> int:
-    """Levenshtein distance between two sequences."""
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev_diag, row[0] = row[0], i
-        for j, h in enumerate(hyp, 1):
-            prev_diag, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev_diag + (r != h))
-    return row[-1]
+    """Levenshtein distance between two sequences: rapidfuzz's, as `engine.scoring.edit_distance`
+    (models/ does not import engine/)."""
+    from rapidfuzz.distance import Levenshtein
+
+    return int(Levenshtein.distance(ref, hyp))
 
 
 def split_corpus(sentences: list[list[str]], test_every: int = 50) -> tuple[list, list]:
