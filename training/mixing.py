@@ -12,10 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.scoring import Segment, read_rttm  # noqa: F401  (read_rttm re-exported)
-from engine.timebase import SAMPLE_RATE
+from engine.timebase import FRAME_SAMPLES as FRAME_HOP_SAMPLES, SAMPLE_RATE
 
 GRID_SAMPLES = 160  # 10 ms placement grid
-FRAME_HOP_SAMPLES = 320
 FRAME_WINDOW_SAMPLES = 400  # receptive field of the standard conv front-end
 CONV_KERNELS = (10, 3, 3, 3, 3, 2, 2)
 CONV_STRIDES = (5, 2, 2, 2, 2, 2, 2)
