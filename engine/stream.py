@@ -173,7 +173,12 @@ class Stream(WindowCutter):
         self._in_flight.update(r.seq for r in requests)
 
     def _on_dropped(self, req: WindowRequest) -> None:
-        self._drop_caption_window(req)
+        if self._work is not None or self._inbox:
+            # earlier windows' results wait behind a delivery paused for an x-vector: their frames
+            # are not committed yet, so this window's frames go as silence after them, in order
+            self._inbox.append(lambda: self._dropped_in_order(req))
+        else:
+            self._drop_caption_window(req)
         if req.span is not None and isinstance(self.tracker, SpanSpeakerTracker):
             self._held_events += self.tracker.skip(req.span)
 
@@ -201,6 +206,12 @@ class Stream(WindowCutter):
         self.dropped_samples += (hi - lo) * FRAME_SAMPLES
         if self.lm is not None:  # revisions it causes go out with the next delivered window
             self._held_events += self._lm_updates(self.lm.accept(self._blank_log_probs(hi - lo)))
+
+    def _dropped_in_order(self, req: WindowRequest) -> Work:
+        """A dropped window's turn in the inbox: its caption frames committed as silence."""
+        self._drop_caption_window(req)
+        return self._with_held([])
+        yield  # a generator, as every inbox entry is (never reached)
 
     def _blank_log_probs(self, n: int) -> np.ndarray:
         assert self.vocab is not None

@@ -175,3 +175,23 @@ def test_stats_stay_bounded(monkeypatch):
     assert sched.stats.per_stream_windows[s.stream_id] > 0
     sched.remove_stream(s.stream_id)
     assert s.stream_id not in sched.stats.per_stream_windows and not sched._submitted_at
+
+
+def test_a_window_dropped_while_a_delivery_waits_for_an_x_vector_is_dropped_in_order():
+    """The activity tracker pauses a window's delivery for an x-vector; results behind it wait.
+    A full queue dropping a later caption window meanwhile must commit its frames as silence
+    after theirs (committing at once raised 'commit at frame 170, expected frame 130')."""
+    cfg = EngineConfig(max_queued_windows=4, degrade=DegradeConfig(enabled=False))
+    sched = Engine(ScriptedModels(num_speakers=2), cfg).scheduler(max_batch=1)
+    s = sched.add_stream()
+    audio = frames_to_audio(script(TURNS[0] * 6))
+    dropped_while_paused = 0
+    for i in range(0, len(audio), 16000):
+        paused, seq, queued = s._work is not None, s.next_seq, len(s.queue)
+        sched.submit(s.stream_id, audio[i : i + 16000])
+        if paused:
+            dropped_while_paused += queued + (s.next_seq - seq) - len(s.queue)
+        sched.tick()  # one request per second of audio: the queue overflows
+    events = sched.run_until_idle().get(s.stream_id, []) + sched.flush(s.stream_id)
+    assert dropped_while_paused > 0 and s.dropped_samples > 0
+    assert s.finished and any(isinstance(e, CaptionFinal) for e in events)
