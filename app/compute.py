@@ -211,6 +211,16 @@ class ComputePool:
         return events, seen
 
     async def _tick_while_pending(self) -> None:
+        try:
+            await self._tick_rounds()
+        except Exception as exc:  # a tick failed (a model error): the waiting calls raise it, none hangs
+            for stream in self._open_streams():
+                for _, fut in stream._waiters:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                stream._waiters = []
+
+    async def _tick_rounds(self) -> None:
         while True:
             await self._gather()
             self._wanted = False

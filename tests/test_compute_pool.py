@@ -114,3 +114,20 @@ async def test_engine_state_is_touched_only_on_the_compute_thread(monkeypatch: p
         assert not off_thread, off_thread
     finally:
         pool.shutdown()
+
+
+class _FailingModels(ScriptedModels):
+    def run_windows(self, batch, want):
+        raise RuntimeError("the model failed")
+
+
+async def test_a_failed_tick_reaches_the_waiting_streams_instead_of_hanging() -> None:
+    pool = ComputePool(Engine(_FailingModels(num_speakers=2), EngineConfig(degrade=DegradeConfig(enabled=False))))
+    try:
+        a, b = await pool.open_stream(), await pool.open_stream()
+        audio = frames_to_audio(script(SHORT))
+        got = await asyncio.wait_for(asyncio.gather(pool.submit(a, audio), pool.submit(b, audio),
+                                                    return_exceptions=True), TIMEOUT)
+        assert [str(g) for g in got] == ["the model failed"] * 2, got
+    finally:
+        pool.shutdown()
