@@ -44,11 +44,6 @@ class ScheduledStream:
         self.closed = False
         self.submitting = False  # a call is on its way to (or running on) the worker
 
-    @property
-    def waiting(self) -> bool:
-        """A call of this stream waits for its results (the ticker's batch gathering counts it)."""
-        return any(not f.done() for _, f in self._waiters)
-
     async def accept_async(self, samples: np.ndarray) -> list[Event]:
         return await self._call(self._submit_on_worker, samples)
 
