@@ -2,7 +2,8 @@
 
 A producer task pulls `AudioBlock`s from the source into a queue; the consumer takes everything
 queued (so a stream that fell behind catches up in one bigger call rather than lagging further),
-runs `stream.accept` in the compute executor and publishes the events on the session's bus. The
+hands it to the engine on the compute thread (`accept_async` of a stream served by app/compute.py's
+scheduler, else `stream.accept` in the executor) and publishes the events on the session's bus. The
 runner measures what the engine must not (wall time): real-time factor, the delay from a
 sample's arrival to the event that covers it, audio dropped by the source. It passes the backlog
 to the stream (`report_load`, when the engine has it) and publishes a `Stats` event each second of
@@ -139,9 +140,10 @@ class Meter:
 class StreamRunner:
     """Feeds one source into one engine stream and publishes the events on `bus`.
 
-    `compute` runs a blocking call off the loop (an executor, or the engine's batching scheduler);
-    `fast=True` makes the source wait for compute (files as fast as compute allows), otherwise the
-    source is never held back and a backlog is reported to the engine instead.
+    `executor` is the compute thread, where a plain stream's calls run (a scheduled stream brings
+    its own coroutines, `accept_async`/`flush_async`, and is closed there). `fast=True` makes the
+    source wait for compute (files as fast as compute allows), otherwise the source is never held
+    back and a backlog is reported to the engine instead.
     """
 
     def __init__(
