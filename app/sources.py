@@ -24,7 +24,7 @@ from app.errors import AppError, NoMicrophone
 from engine import audio as engine_audio
 from engine.timebase import SAMPLE_RATE
 
-BLOCK_SAMPLES = 1600  # 100 ms blocks at 16 kHz: small enough for live captions, cheap per block
+BLOCK_SAMPLES = SAMPLE_RATE // 10  # 100 ms blocks: small enough for live captions, cheap per block
 
 
 @dataclass(frozen=True, slots=True)

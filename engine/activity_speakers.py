@@ -17,7 +17,7 @@ import numpy as np
 
 from engine.activity_alignment import ActivityAggregator
 from engine.buffers import RollingArray
-from engine.config import SpeakerConfig
+from engine.config import MIN_XVECTOR_SAMPLES, SpeakerConfig
 from engine.events import SpeakerActivity, SpeakerTurn
 from engine.speaker_clusters import SpeakerClusters, unit_vector
 from engine.timebase import FRAME_SAMPLES
@@ -253,7 +253,7 @@ class ActivitySpeakerTracker:
             seg[:, channel] = np.where(seg[:, channel] == run.run_id, -1, seg[:, channel])
         self.open_runs[channel] = None
         events, relabels = [], {}
-        if run.label is None and run.embeddings == 0 and run.clean_samples >= 8000:
+        if run.label is None and run.embeddings == 0 and run.clean_samples >= MIN_XVECTOR_SAMPLES:
             events, relabels = yield from self._embed(run)
         lo = max(run.start, self.frame_runs.start)
         span = self.frame_runs.view(lo, max(lo, min(end, self.frame_runs.end)))

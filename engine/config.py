@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from engine.timebase import FRAME_SAMPLES, SAMPLE_RATE
 
+MIN_XVECTOR_SAMPLES = SAMPLE_RATE // 2  # 0.5 s: the least audio a speaker x-vector is taken of
+
 
 def _check_frames(name: str, value: int, minimum: int = 0) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
@@ -95,7 +97,7 @@ class SpeakerConfig:
     offset: float = 0.4  # ... and below this turns it off again (hysteresis)
     min_on_frames: int = 10  # 0.2 s: shorter bursts are dropped
     min_off_frames: int = 10  # 0.2 s: shorter gaps are bridged
-    embed_min_samples: int = 32_000  # 2 s of single-speaker speech before a first x-vector
+    embed_min_samples: int = 2 * SAMPLE_RATE  # 2 s of single-speaker speech before a first x-vector
     embed_max_samples: int = 8 * SAMPLE_RATE  # x-vectors use at most the last 8 s of a run
     embed_growth: float = 3.0  # re-embed when clean speech tripled, within the 8 s kept (1.5 s hop: once, at 3 s)
     # cosine below this to every cluster: a new `unknown-N` (None: the calibrated verification
@@ -106,7 +108,7 @@ class SpeakerConfig:
     centroid_momentum: float = 0.8  # weight of the old centroid on update
     cluster_audio_samples: int = 30 * SAMPLE_RATE  # audio kept per cluster for later enrollment
     # speaker change inside a run: every this much new clean speech is embedded on its own ...
-    change_check_samples: int = 16_000  # 1 s
+    change_check_samples: int = SAMPLE_RATE  # 1 s
     # ... and a cosine to the run's x-vector below this splits the run (None: the value measured
     # for the x-vector model, `clustering.change_threshold` in its verification.json, else never;
     # -1: never)
@@ -141,15 +143,15 @@ class SpeakerConfig:
         for name in ("min_on_frames", "min_off_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.embed_min_samples < 8000 or self.embed_max_samples < self.embed_min_samples:
+        if self.embed_min_samples < MIN_XVECTOR_SAMPLES or self.embed_max_samples < self.embed_min_samples:
             raise ValueError(
-                f"need 8000 <= embed_min_samples <= embed_max_samples, got "
+                f"need {MIN_XVECTOR_SAMPLES} <= embed_min_samples <= embed_max_samples, got "
                 f"{self.embed_min_samples}, {self.embed_max_samples}"
             )
         if self.embed_growth <= 1.0:
             raise ValueError(f"embed_growth must be > 1, got {self.embed_growth}")
-        if self.change_check_samples < 8000:
-            raise ValueError(f"change_check_samples must be >= 8000, got {self.change_check_samples}")
+        if self.change_check_samples < MIN_XVECTOR_SAMPLES:
+            raise ValueError(f"change_check_samples must be >= {MIN_XVECTOR_SAMPLES}, got {self.change_check_samples}")
         for name in ("new_cluster_threshold", "merge_threshold", "centroid_momentum", "change_threshold",
                      "span_threshold", "span_merge_threshold"):
             v = getattr(self, name)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine.audio import to_mono_16k
+from engine.timebase import SAMPLE_RATE
 from voiceprints.embedding import embed_recording
 from voiceprints.records import mean_voiceprint
 
@@ -57,12 +58,12 @@ def score_trials(
         raise ValueError(f"protocol must be 'enroll' or 'pairs', got {protocol!r}")
     skipped: list[str] = []
     embedded: dict[str, list[tuple[np.ndarray, int]]] = {}
-    min_test = int(min_test_speech_s * 16000)
+    min_test = int(min_test_speech_s * SAMPLE_RATE)
     for speaker, audio_list in clips.items():
         for n, audio in enumerate(audio_list):
             vector, speech = embed_recording(embedder, audio, detector, min_speech_samples=min_test)
             if vector is None or speech < min_test:
-                skipped.append(f"{speaker}#{n}: {speech / 16000:.2f} s of speech")
+                skipped.append(f"{speaker}#{n}: {speech / SAMPLE_RATE:.2f} s of speech")
                 continue
             embedded.setdefault(speaker, []).append((vector, speech))
     if len(embedded) < 2:
@@ -78,7 +79,7 @@ def score_trials(
         same = labels[iu[0]] == labels[iu[1]]
         target, impostor = sims[iu][same].tolist(), sims[iu][~same].tolist()
     else:
-        need = int(min_enroll_speech_s * 16000)
+        need = int(min_enroll_speech_s * SAMPLE_RATE)
         prints: dict[str, np.ndarray] = {}
         tests: dict[str, list[np.ndarray]] = {}
         for speaker, lst in embedded.items():
