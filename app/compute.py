@@ -43,6 +43,7 @@ class ScheduledStream:
         self._load: dict[str, Any] | None = None
         self.closed = False
         self.submitting = False  # a call is on its way to (or running on) the worker
+        self._open_calls = 0  # calls made that have not returned their events yet
 
     async def accept_async(self, samples: np.ndarray) -> list[Event]:
         return await self._call(self._submit_on_worker, samples)
@@ -52,6 +53,13 @@ class ScheduledStream:
 
     async def _call(self, fn: Any, *args: Any) -> list[Event]:
         """Run `fn` on the worker, then wait until this stream's requests are all delivered."""
+        self._open_calls += 1
+        try:
+            return await self._run_call(fn, *args)
+        finally:
+            self._open_calls -= 1
+
+    async def _run_call(self, fn: Any, *args: Any) -> list[Event]:
         self._asked += 1
         ticket = (self._asked, asyncio.get_running_loop().create_future())
         self._waiters.append(ticket)
@@ -72,6 +80,20 @@ class ScheduledStream:
         await done
         events, self.outbox = self.outbox, []
         return events
+
+    def in_order(self, events: list[Event]) -> list[Event]:
+        """Place events the worker made for this stream outside its calls (a rename's revisions),
+        on the event loop as soon as they come back from the worker: while a call is open they go
+        into the outbox behind the events made before them, and that call returns them (the runner
+        publishes them, in the order the engine made them); the events to publish now are returned
+        (all of them when no call is open, since then every earlier event has been returned).
+
+        A revision that reached the bus before its caption would be lost: sinks ignore revisions
+        of captions they have not seen (app/writers.py, app/tui_panels.py)."""
+        if self._open_calls:
+            self.outbox += events
+            return []
+        return list(events)
 
     # -- on the worker thread: (events made now, calls run, requests still out) ------------------
 

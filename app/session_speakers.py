@@ -136,13 +136,21 @@ class SessionSpeakers:
         result = await self._speaker_call(functools.partial(
             service.enroll, name, [audio], min_enroll_speech_s=MIN_TRACK_ENROLL_SPEECH_S))
         vector = service.store.voiceprint(result.name, service.fingerprint).vector
-        rename = getattr(self._stream(), "rename_speaker", None)
-        events: list[Any] = []
-        if rename is not None:
-            try:
-                events = list(await self.pool.run(rename, track, result.name, vector))
-            except KeyError as exc:
-                raise AppError(str(exc).strip("'\"")) from None
-            for event in events:
-                self.bus.publish(event)
-        return result, events
+        return result, await self.relabel_track(track, result.name, vector)
+
+    async def relabel_track(self, track: str, name: str, vector: np.ndarray | None) -> list[Any]:
+        """Rename `track` to `name` in the live stream (on the compute thread); returns the
+        revisions of its captions, also published on the bus: after the captions they revise, which
+        a scheduled stream may still hold (its `in_order` queues them behind those)."""
+        stream = self._stream()
+        rename = getattr(stream, "rename_speaker", None)
+        if rename is None:
+            return []
+        try:
+            events = list(await self.pool.run(rename, track, name, vector))
+        except KeyError as exc:
+            raise AppError(str(exc).strip("'\"")) from None
+        in_order = getattr(stream, "in_order", None)  # a plain stream's calls return all they made
+        for event in in_order(events) if in_order is not None else events:
+            self.bus.publish(event)
+        return events

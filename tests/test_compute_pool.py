@@ -15,10 +15,12 @@ import pytest
 from app.bus import EventBus
 from app.compute import ComputePool
 from app.live import StreamRunner
+from app.session_speakers import SessionSpeakers
 from app.sources import AudioBlock
+from app.writers import SessionRecord
 from engine import Engine, EngineConfig
 from engine.config import DegradeConfig
-from engine.events import Stats
+from engine.events import CaptionFinal, CaptionRevision, Stats
 from engine.fakes import ScriptedModels, frames_to_audio, script
 from engine.stream import Stream
 
@@ -130,4 +132,59 @@ async def test_a_failed_tick_reaches_the_waiting_streams_instead_of_hanging() ->
                                                     return_exceptions=True), TIMEOUT)
         assert [str(g) for g in got] == ["the model failed"] * 2, got
     finally:
+        pool.shutdown()
+
+
+class _GatedModels(ScriptedModels):
+    """Scripted models whose `pause_at`-th forward blocks the worker until `release` is set."""
+
+    def __init__(self, pause_at: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.pause_at, self.forwards = pause_at, 0
+        self.paused, self.release = threading.Event(), threading.Event()
+
+    def run_windows(self, batch, want):
+        self.forwards += 1
+        if self.forwards == self.pause_at:
+            self.paused.set()
+            self.release.wait(TIMEOUT)
+        return super().run_windows(batch, want)
+
+
+async def test_a_rename_reaches_the_bus_after_the_captions_it_revises() -> None:
+    """A rename while the stream's finished captions wait in its outbox (its call is still open):
+    its revisions are published behind those captions, so every sink applies them."""
+    models = _GatedModels(pause_at=27, num_speakers=2)
+    config = EngineConfig(degrade=DegradeConfig(enabled=False), max_batch=1, max_queued_windows=1000)
+    pool = ComputePool(Engine(models, config))  # room for the whole conversation in one call
+    try:
+        stream = await pool.open_stream()
+        bus, record, seen = EventBus(), SessionRecord(), []
+        bus.tap(lambda item: (record.add(item.event), seen.append(item.event)))
+        runner = StreamRunner(stream, bus, pool.executor, fast=True)
+        audio = frames_to_audio(script(LONG))
+
+        async def blocks():
+            yield AudioBlock(audio, 0.0)  # one call: its captions wait in the outbox until it returns
+
+        running = asyncio.create_task(runner.run(blocks()))
+        await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, models.paused.wait), TIMEOUT)
+        # the case under test: captions labelled unknown-1 made, none published yet
+        assert any(isinstance(e, CaptionRevision) and e.speaker == "unknown-1" for e in stream.outbox)
+        assert not any(isinstance(e, CaptionFinal) for e in seen)
+        speakers = SessionSpeakers()
+        speakers.pool, speakers.bus, speakers.runner = pool, bus, runner
+        renaming = asyncio.create_task(speakers.relabel_track("unknown-1", "erin", None))
+        await asyncio.sleep(0)  # the rename is queued on the worker behind the paused forward
+        models.release.set()
+        revisions = await asyncio.wait_for(renaming, TIMEOUT)
+        await asyncio.wait_for(running, TIMEOUT)
+        assert revisions and all(r in seen for r in revisions)
+        for r in revisions:  # each revision after the caption it revises
+            caption = next(i for i, e in enumerate(seen) if isinstance(e, CaptionFinal) and e.caption_id == r.caption_id)
+            assert caption < seen.index(r)
+        lines = record.speaker_turn_lines()
+        assert "erin" in {s for s, _ in lines} and "unknown-1" not in {s for s, _ in lines}, lines
+    finally:
+        models.release.set()
         pool.shutdown()
