@@ -114,7 +114,6 @@ class Stream(WindowCutter):
         self.ctc_windows = 0
         self.dropped_samples = 0
         self._held_events: list[Event] = []  # made while dropping windows, sent with the next one
-        self._in_flight: set[int] = set()  # seqs taken by the model side, not yet delivered
         self._inbox: deque[Callable[[], Work]] = deque()  # delivered results waiting for a paused one
         self._work: Work | None = None  # the delivery now paused for an x-vector
         if self.lm is not None and hasattr(self.lm, "reset"):
@@ -168,9 +167,6 @@ class Stream(WindowCutter):
         return self._maybe_finish()
 
     # -- requests ------------------------------------------------------------------------------
-
-    def _taken(self, requests: list[WindowRequest]) -> None:
-        self._in_flight.update(r.seq for r in requests)
 
     def _on_dropped(self, req: WindowRequest) -> None:
         if self._work is not None or self._inbox:

@@ -11,6 +11,7 @@ dropped window means for captions and speakers is the stream's business (its `_o
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 
 import numpy as np
 
@@ -54,6 +55,7 @@ class WindowCutter:
         self._load: dict[str, float] = {}
         self._rtf: float | None = None
         self._flushed = False  # no more input (the stream's finish_input)
+        self._in_flight: set[int] = set()  # seqs taken by the model side, not yet delivered
 
     # -- the request API the model side uses ---------------------------------------------------
 
@@ -72,11 +74,8 @@ class WindowCutter:
         with `Stream.deliver`, in this order."""
         n = len(self.queue) if limit is None else min(limit, len(self.queue))
         taken = [self.queue.popleft() for _ in range(n)]
-        self._taken(taken)
+        self._in_flight.update(r.seq for r in taken)
         return taken
-
-    def _taken(self, requests: list[WindowRequest]) -> None:
-        """Hook: requests handed to the model side."""
 
     # -- load and degrading --------------------------------------------------------------------
 
@@ -213,21 +212,34 @@ class WindowCutter:
 
     def _drop_excess(self) -> None:
         """Bounded queue: beyond the limit the oldest speaker windows go, then caption audio.
-        An activity tracker's x-vector is never dropped (its stream waits for it)."""
+        An activity tracker's x-vector is never dropped (its stream waits for it). While requests
+        are out (taken, not delivered), a dropped caption window stays in the queue as a skip
+        (`_drop`), and only the requests that compute count against the limit."""
         limit = self.config.max_queued_windows
         d = self.config.degrade
         while d.enabled and self.level >= 3 and self.has_ctc and self.queued_samples() > d.level_samples[2]:
-            victim = next(r for r in self.queue if {CTC, SKIP} & r.want)  # the oldest, so commits stay in order
-            self._on_dropped(victim)
-            self.queue.remove(victim)
-        while len(self.queue) > limit:
+            caption = {CTC} if self._in_flight else {CTC, SKIP}  # out: skips already wait in order
+            self._drop(next(r for r in self.queue if caption & r.want))  # the oldest: commits stay in order
+        while (sum(r.computes for r in self.queue) if self._in_flight else len(self.queue)) > limit:
             victim = next((r for r in self.queue if r.want == frozenset({DIAR})), None)
             if victim is None:
-                victim = next((r for r in self.queue if not r.blocks_stream), None)
+                victim = next((r for r in self.queue if not r.blocks_stream
+                               and (r.computes or not self._in_flight)), None)
                 if victim is None:
                     return
-            self._on_dropped(victim)
-            self.queue.remove(victim)
+            self._drop(victim)
+
+    def _drop(self, victim: WindowRequest) -> None:
+        """`victim` leaves the queue uncomputed. A caption window dropped while requests are out
+        becomes an in-order skip in its place: its frames are committed as silence in its turn,
+        after those of the windows out (committing them now would run ahead of those)."""
+        i = next(k for k, r in enumerate(self.queue) if r is victim)
+        if self._in_flight and CTC in victim.want:
+            empty = np.zeros(0, dtype=np.float32)  # a flush window keeps its samples: its length is its range
+            self.queue[i] = replace(victim, want=frozenset({SKIP}), samples=victim.samples if victim.final else empty)
+            return
+        self._on_dropped(victim)
+        del self.queue[i]
 
     def _on_dropped(self, req: WindowRequest) -> None:
         """Hook: `req` leaves the queue uncomputed (degrade)."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from engine import Engine, EngineConfig
 from engine.config import DegradeConfig
 from engine.events import CaptionFinal, Stats
 from engine.fakes import ScriptedModels, frames_to_audio, script
+from engine.scheduler import run_requests
 
 TURNS = [
     [(0, "first stream says hello"), (1, "and goodbye")],
@@ -195,3 +197,33 @@ def test_a_window_dropped_while_a_delivery_waits_for_an_x_vector_is_dropped_in_o
     events = sched.run_until_idle().get(s.stream_id, []) + sched.flush(s.stream_id)
     assert dropped_while_paused > 0 and s.dropped_samples > 0
     assert s.finished and any(isinstance(e, CaptionFinal) for e in events)
+
+
+@pytest.mark.parametrize("heads, degrade, backlog", [
+    ({"ctc"}, DegradeConfig(enabled=False), 0),  # the queue limit drops caption windows
+    ({"ctc", "diar", "sv"}, DegradeConfig(level_samples=(16000, 32000, 48000)), 60000),  # level 3 drops
+])
+def test_a_window_dropped_while_requests_are_out_is_skipped_in_order(heads, degrade, backlog):
+    """A driver of its own takes requests, audio overflows the queue before it delivers them, then
+    it delivers: the dropped caption window stays in the queue as a skip, committed as silence in
+    its turn (committing it at once, ahead of the taken windows, raised 'commit at frame ...')."""
+    models = ScriptedModels(heads=frozenset(heads), num_speakers=2)
+    engine = Engine(models, EngineConfig(max_queued_windows=3, degrade=degrade))
+    s = engine.new_stream()
+    audio = frames_to_audio(script(TURNS[3] * 3))
+    s.submit(audio[:64000])
+    taken = s.take_requests()
+    assert len(taken) >= 2 and not s.queue
+    s.report_load(backlog_samples=backlog)
+    s.submit(audio[64000:160000])  # more windows than the queue holds, while `taken` are out
+    assert any(r.want == frozenset({"skip"}) for r in s.queue)
+    assert sum(r.computes for r in s.queue) == 3
+    results, _ = run_requests(models, taken)
+    events = [e for r in taken for e in s.deliver(r, *results[(r.stream_id, r.seq)])]
+    events += engine.decode([s]).get(s.stream_id, [])
+    s.submit(audio[160000:])
+    events += engine.decode([s]).get(s.stream_id, []) + s.flush()
+    assert s.finished and s.dropped_samples > 0
+    finals = [e for e in events if isinstance(e, CaptionFinal) and e.text.strip()]
+    starts = [w.start_frame for c in finals for w in c.words]
+    assert starts == sorted(starts) and finals[0].text.startswith("FOURTH STREAM")
