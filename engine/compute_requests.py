@@ -11,10 +11,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.span_speakers import SpanRequest
-
 CTC, DIAR, VAD, XVEC = "ctc", "diar", "vad", "xvec"  # heads a request may ask for
 SKIP = "skip"  # a caption window the degrade policy dropped: nothing to run, delivered empty
+
+
+@dataclass(frozen=True, slots=True)
+class SpanRequest:
+    """A span tracker's x-vector to compute: frames [start_frame, end_frame) of the stream's audio
+    (engine/span_speakers.py numbers them with `index`)."""
+
+    index: int
+    start_frame: int
+    end_frame: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,20 +27,12 @@ import numpy as np
 
 from engine.activity_alignment import ActivityAggregator
 from engine.buffers import RollingArray
+from engine.compute_requests import SpanRequest
 from engine.config import SpeakerConfig, SpeechConfig
 from engine.events import Event, SpeakerActivity, SpeakerMatch, SpeakerTurn
 from engine.speaker_clusters import SpeakerClusters, unit_vector
 from engine.speech_detect import padded_speech
 from engine.timebase import FRAME_SAMPLES
-
-
-@dataclass(frozen=True, slots=True)
-class SpanRequest:
-    """An x-vector to compute: frames [start_frame, end_frame) of the stream's audio."""
-
-    index: int
-    start_frame: int
-    end_frame: int
 
 
 @dataclass(slots=True)

@@ -16,9 +16,8 @@ from dataclasses import replace
 import numpy as np
 
 from engine.buffers import RollingArray
-from engine.compute_requests import CTC, DIAR, SKIP, VAD, XVEC, WindowRequest
+from engine.compute_requests import CTC, DIAR, SKIP, VAD, XVEC, SpanRequest, WindowRequest
 from engine.config import EngineConfig, HeadSchedule
-from engine.span_speakers import SpanRequest
 from engine.timebase import FRAME_SAMPLES
 
 DEGRADATIONS = ("no-partials", "speaker-hop-x2", "no-reembedding", "drop-caption-audio")

@@ -143,3 +143,11 @@ def test_the_check_sees_function_level_and_relative_imports(tmp_path: Path) -> N
     graph = import_graph(tmp_path, ("pkg",))
     assert graph["pkg.b"] == {"pkg.a"} and graph["pkg.c"] == set() and graph["pkg.e"] == {"pkg.a"}
     assert cycles(graph) == {frozenset({"pkg.a", "pkg.b"})}  # type-only imports make no cycle
+
+
+def test_the_request_types_depend_on_no_speaker_tracker() -> None:
+    """engine/compute_requests.py is what a stream and the model side share: the trackers use its
+    types (SpanRequest included), never the other way round."""
+    graph = import_graph(ROOT, PACKAGES)
+    assert graph["engine.compute_requests"] <= {"engine.timebase", "engine.config"}, graph["engine.compute_requests"]
+    assert "engine.compute_requests" in graph["engine.span_speakers"]
