@@ -22,7 +22,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from engine.compute_requests import WindowRequest
-from engine.events import Event, Stats
+from engine.events import Event
 from engine.model_side import ModelSide, WindowOutputs
 from engine.stream import Stream
 
@@ -204,7 +204,3 @@ class Scheduler:
         alone = Scheduler(self.models, self.max_batch, streams=[stream])
         events += alone.run_until_idle().get(stream_id, [])
         return events
-
-    def stream_stats(self, stream_id: int) -> Stats:
-        """A Stats event for one stream now."""
-        return self.streams[stream_id].stats()
