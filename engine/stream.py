@@ -107,8 +107,7 @@ class Stream(WindowCutter):
         self._speech_next = 0  # frames before this have speech probabilities (given to the tracker)
         self.captions = CaptionBook(cfg.caption_gap_frames, with_lm=self.lm is not None)
         self._last_partial: tuple[str, str | None] | None = None
-        self._flushed = False  # no more input: the final windows are cut
-        self._finishing = False  # ... every result is in: captions and runs are being closed
+        self._finishing = False  # input ended (the cutter's `_flushed`), every result in: closing captions, runs
         self.finished = False  # ... and the last events were made
         self.windows = 0
         self.ctc_windows = 0

@@ -53,7 +53,7 @@ class WindowCutter:
         self._backlog = 0
         self._load: dict[str, float] = {}
         self._rtf: float | None = None
-        self._flushed = False  # no more input (the stream's finish_input)
+        self._flushed = False  # no more input (set by the stream's finish_input, which cuts the last windows)
         self._in_flight: set[int] = set()  # seqs taken by the model side, not yet delivered
 
     # -- the request API the model side uses ---------------------------------------------------
