@@ -91,8 +91,10 @@ class SessionSpeakers:
         stream = self.runner.stream if self.runner is not None else None
         add = getattr(stream, "add_voiceprint", None) or getattr(getattr(stream, "stream", None), "add_voiceprint", None)
         if add is not None:
-            vector = self._service().store.voiceprint(name, self._service().fingerprint).vector
-            await self.pool.run(add, name, vector)
+            service = self._service()
+            # the store read runs on the compute thread too: never SQLite on the event loop
+            voiceprint = await self.pool.run(service.store.voiceprint, name, service.fingerprint)
+            await self.pool.run(add, name, voiceprint.vector)
 
     async def verify(self, name: str, audio: np.ndarray) -> Any:
         """1:1 verification of `audio` against `name`'s voiceprint."""
@@ -135,8 +137,8 @@ class SessionSpeakers:
         # a track holds only what the engine kept of it: a documented lower minimum, flagged low_quality
         result = await self._speaker_call(functools.partial(
             service.enroll, name, [audio], min_enroll_speech_s=MIN_TRACK_ENROLL_SPEECH_S))
-        vector = service.store.voiceprint(result.name, service.fingerprint).vector
-        return result, await self.relabel_track(track, result.name, vector)
+        voiceprint = await self.pool.run(service.store.voiceprint, result.name, service.fingerprint)
+        return result, await self.relabel_track(track, result.name, voiceprint.vector)
 
     async def relabel_track(self, track: str, name: str, vector: np.ndarray | None) -> list[Any]:
         """Rename `track` to `name` in the live stream (on the compute thread); returns the

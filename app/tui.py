@@ -71,6 +71,7 @@ class LiveTUI(App[int]):
         self._sub: Any = None
         self._signals: StopSignals | None = None
         self._stopping_code: int | None = None  # set by the first Ctrl-C or signal
+        self._enrolled_count = 0  # kept off the render path: the store is read off the event loop
 
     def compose(self) -> ComposeResult:
         # kept as attributes: app.query_one searches the active screen, which may be a dialog
@@ -109,6 +110,10 @@ class LiveTUI(App[int]):
             self.error = str(exc)
             self.exit(2)
             return
+        service = self.session.speakers
+        if service is not None:
+            service.on_change.append(self._count_enrolled)  # runs on the thread that changed the store
+            await asyncio.get_running_loop().run_in_executor(None, self._count_enrolled)
         self._sub = self.session.bus.subscribe(2000)
         self.run_worker(self._consume(), exclusive=False, group="bus")
         self.run_worker(self._run_input(), exclusive=False, group="input")
@@ -178,11 +183,13 @@ class LiveTUI(App[int]):
         style = "red" if db > -3 else ("yellow" if db > -12 else "green")
         return Text("█" * bars, style=style) + Text("·" * (20 - bars), style="grey30") + Text(f" {db:5.1f} dB")
 
+    def _count_enrolled(self) -> None:
+        """How many people the store holds, for the matches panel (a store read: never on the loop)."""
+        self._enrolled_count = len(self.session.speakers.list())
+
     def _matches_text(self) -> Text:
         if not self.gauges.matches:
-            enrolled = self.session.speakers
-            n = len(enrolled.list()) if enrolled is not None else 0
-            return Text(f"no match yet ({n} enrolled)", style="dim")
+            return Text(f"no match yet ({self._enrolled_count} enrolled)", style="dim")
         out = Text()
         for track, m in self.gauges.matches.items():
             if m.accepted:

@@ -7,6 +7,7 @@ VoiceprintService and SpeakerStore with a scripted band-energy embedder.
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import numpy as np
@@ -219,3 +220,39 @@ def test_rendered_text_snapshot() -> None:
         "overlap      " + " " * 28 + "^^",
         "             -30s" + "now".rjust(26),
     ]
+
+
+class _ThreadNotingStore(SpeakerStore):
+    """The real store, noting which thread reads voiceprints or people."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reader_threads: list[int] = []
+
+    def people(self) -> Any:
+        self.reader_threads.append(threading.get_ident())
+        return super().people()
+
+    def voiceprint(self, *args: Any, **kwargs: Any) -> Any:
+        self.reader_threads.append(threading.get_ident())
+        return super().voiceprint(*args, **kwargs)
+
+
+async def test_the_speaker_store_is_not_read_on_the_event_loop(tmp_path) -> None:
+    engine = FakeEngine(FakeEmbedder())
+    store = _ThreadNotingStore(tmp_path / "speakers.db")
+    speakers = VoiceprintService(engine.embedder, store)
+    engine.speakers = speakers
+    source = InputChoice("file", "talk.wav", samples=np.concatenate([syllables(1.0, 220.0)] * 3))
+    session = LiveSession(engine, source, SessionOptions(headless=False), speakers)
+    app = LiveTUI(session)
+    async with app.run_test(size=SIZE) as pilot:
+        loop_thread = threading.get_ident()
+        await wait_for(pilot, lambda: session.runner is not None)
+        await session.enroll("dana", [np.concatenate([syllables(1.0, 220.0)] * 8)])
+        await wait_for(pilot, lambda: app._enrolled_count == 1)  # the panel's count follows the store
+        for _ in range(3):
+            app._matches_text()  # the render path reads no store
+        await pilot.press("q")
+    assert store.reader_threads, "the store was never read: the test would prove nothing"
+    assert loop_thread not in store.reader_threads
