@@ -263,6 +263,34 @@ def test_sampler_draws_extra_speech_and_varies_voices_reproducibly(tiny_corpus):
     assert np.array_equal(plain.input_values.numpy(), zero.input_values.numpy())
 
 
+@pytest.mark.parametrize("snr_db", [0.0, 10.0])
+def test_utterance_mixing_puts_the_other_voice_at_the_asked_level(snr_db):
+    from training.mixing import mix_utterance
+
+    rng = np.random.default_rng(0)
+    main = (0.1 * rng.standard_normal(3 * SR)).astype(np.float32)
+    other = (0.5 * rng.standard_normal(2 * SR)).astype(np.float32)
+    out = mix_utterance(np.random.default_rng(1), main, other, snr_db=(snr_db, snr_db))
+    added = out - main
+    piece = added[np.abs(added) > 0]
+    assert out.shape == main.shape and 0.15 * len(main) <= len(piece) <= 0.5 * len(main) + 1
+    assert 10 * np.log10(np.mean(main ** 2) / np.mean(piece ** 2)) == pytest.approx(snr_db, abs=0.05)
+
+
+def test_sampler_mixes_at_the_configured_level(tiny_corpus):
+    from training.batches import BatchSampler
+
+    corpus = Corpus(tiny_corpus)
+
+    def mixed(snr: tuple[float, float]) -> np.ndarray:
+        return BatchSampler(corpus, 5, 8 * SR, 3).utterances(3, 1.0, 0.0, mix_snr_db=snr).input_values.numpy()
+
+    clean = BatchSampler(corpus, 5, 8 * SR, 3).utterances(3, 0.0, 0.0).input_values.numpy()
+    loud, quiet = mixed((0.0, 0.0)), mixed((30.0, 30.0))
+    assert np.array_equal(mixed((5.0, 15.0)), BatchSampler(corpus, 5, 8 * SR, 3).utterances(3, 1.0, 0.0).input_values.numpy())
+    assert np.abs(loud - clean).sum() > 5 * np.abs(quiet - clean).sum() > 0
+
+
 def test_a_training_step_runs_with_everything_on(tiny_corpus, tmp_path):
     from training.corpus_extra import ExtraSpec, build_extra
     from training.model import ArchConfig

@@ -104,9 +104,11 @@ class BatchSampler:
         return self.corpus.audio("extra", i), self.corpus.rows["extra"][i]["text"]
 
     def utterances(self, batch_size: int, mix_prob: float, strength: float = 1.0,
-                   speed_prob: float = 0.0, speed_range: float = 0.1) -> UtteranceBatch:
+                   speed_prob: float = 0.0, speed_range: float = 0.1,
+                   mix_snr_db: tuple[float, float] = (5.0, 15.0)) -> UtteranceBatch:
         """`batch_size` utterances of similar length (little padding), augmented; with probability
-        `mix_prob` a piece of another speaker's utterance is mixed in (target stays the first).
+        `mix_prob` a piece of another speaker's utterance is mixed in, `mix_snr_db` below it (the
+        target stays the first).
         With probability `speed_prob` an utterance is sped up or slowed down by a factor drawn from
         1 +- `speed_range` (pitch moves with tempo), which makes voices the corpus does not have;
         such utterances, voice-varied ones and supplementary (extra) ones are flagged in
@@ -125,7 +127,7 @@ class BatchSampler:
             if self.rng.random() < mix_prob:
                 j = self.by_length[int(self.rng.integers(n))]
                 if foreign or rows[j]["speaker"] != rows[i]["speaker"]:
-                    audio = mix_utterance(self.rng, audio, self.corpus.audio(self.split, j))
+                    audio = mix_utterance(self.rng, audio, self.corpus.audio(self.split, j), snr_db=mix_snr_db)
             sped = speed_prob > 0 and self.rng.random() < speed_prob
             if sped:
                 audio = change_speed(audio, float(self.rng.uniform(1 - speed_range, 1 + speed_range)))

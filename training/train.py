@@ -71,6 +71,10 @@ class TrainConfig:
     activity_every: int = 4  # conversation-window batch every this many steps
     activity_window_s: float = 5.0
     mix_prob: float = 0.15
+    # Loudness of the mixed-in piece below the target, drawn uniformly (dB). 0 dB is an equal-level
+    # overlap, as in the conversations; the target stays the first utterance's text.
+    mix_snr_min_db: float = 5.0
+    mix_snr_max_db: float = 15.0
     speed_prob: float = 0.0  # share of utterances sped up / slowed down (CTC only; new voices)
     speed_range: float = 0.1  # speed factors drawn from 1 +- this
     aug_strength: float = 0.4  # test speech is clean; strength 1 (SNR down to 5 dB) slowed CTC badly
@@ -258,7 +262,8 @@ class Trainer:
         """The step's total loss and its terms (NaN for a term not computed on this step)."""
         cfg = self.cfg
         utt = self.sampler.utterances(cfg.batch_utterances, cfg.mix_prob, cfg.aug_strength,
-                                       cfg.speed_prob, cfg.speed_range)
+                                       cfg.speed_prob, cfg.speed_range,
+                                       mix_snr_db=(cfg.mix_snr_min_db, cfg.mix_snr_max_db))
         base = self.model.encode(utt.input_values, utt.attention_mask)
         ctc_out = self.model.ctc.forward_head(base, utt.attention_mask, utt.labels)
         sv_out = self.model.sv.forward_head(base, utt.attention_mask)
