@@ -14,6 +14,9 @@ each labelled synthetic or real:
 - `conversations`: held-out synthetic conversations of the everyday utterances, 8 utterances each
   in a seeded order, turns overlapping with probability 0.3 (`training.mixing.place_turns`); the
   reference is the turns' text in start order, the hypothesis the final captions in time order;
+- `sequential`: the same conversations (same utterances, same order) with no overlapping turn, so
+  the difference to `conversations` is what overlapping speech costs (synthetic; a diagnostic,
+  not in the default set);
 - `asr-dev`: `../shared/real/asr-dev/*.wav` with `NAME.txt` (real read speech; a pipeline check
   of a few words, not a tuning set);
 - `alsa`: Debian alsa-utils' recorded voice, `/usr/share/sounds/alsa/*.wav`, the words in the
@@ -36,7 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ALSA_DIR = Path("/usr/share/sounds/alsa")
 REAL_ASR_DIR = ROOT.parent / "shared" / "real" / "asr-dev"
 SOURCES = ("test", "everyday", "conversations", "asr-dev", "alsa")
-KIND = {"test": "synthetic", "everyday": "synthetic", "conversations": "synthetic", "asr-dev": "real", "alsa": "real"}
+DIAGNOSTICS = ("sequential",)
+KIND = {"test": "synthetic", "everyday": "synthetic", "conversations": "synthetic", "sequential": "synthetic",
+        "asr-dev": "real", "alsa": "real"}
 
 
 def corpus_set(corpus_dir: Path, split: str) -> tuple[list[np.ndarray], list[str]]:
@@ -50,9 +55,10 @@ def corpus_set(corpus_dir: Path, split: str) -> tuple[list[np.ndarray], list[str
             [r["text"] for r in rows])
 
 
-def everyday_conversations(corpus_dir: Path, per_conversation: int = 8, seed: int = 22) -> tuple[list[np.ndarray], list[str]]:
-    """Conversations of the everyday utterances (each used once), overlapping turns; reference
-    text in turn start order."""
+def everyday_conversations(corpus_dir: Path, per_conversation: int = 8, seed: int = 22,
+                           overlap_prob: float = 0.3) -> tuple[list[np.ndarray], list[str]]:
+    """Conversations of the everyday utterances (each used once), turns overlapping with
+    probability `overlap_prob`; reference text in turn start order."""
     from training.corpus import Corpus
     from training.mixing import place_turns
 
@@ -63,7 +69,7 @@ def everyday_conversations(corpus_dir: Path, per_conversation: int = 8, seed: in
     audios, refs = [], []
     for k in range(0, len(order) - per_conversation + 1, per_conversation):
         turns = [(rows[i]["speaker"], corpus.audio("everyday", int(i)), rows[i]["text"]) for i in order[k:k + per_conversation]]
-        mix = place_turns(rng, turns, overlap_prob=0.3)
+        mix = place_turns(rng, turns, overlap_prob=overlap_prob)
         audios.append(mix.audio)
         refs.append(" ".join(s.text for s in sorted(mix.segments, key=lambda s: s.start)))
     return audios, refs
@@ -92,6 +98,8 @@ def load_source(source: str, corpus_dir: Path) -> tuple[list[np.ndarray], list[s
         return corpus_set(corpus_dir, source)
     if source == "conversations":
         return everyday_conversations(corpus_dir)
+    if source == "sequential":
+        return everyday_conversations(corpus_dir, overlap_prob=0.0)
     return real_set(source)
 
 
@@ -114,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", type=Path, nargs="+", default=[ROOT / "models" / "embedded"])
     p.add_argument("--corpus", type=Path, default=Path("/work/runs/corpus"))
-    p.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES)
+    p.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES + DIAGNOSTICS)
     p.add_argument("--out", type=Path, help="also write the table as JSON here")
     args = p.parse_args(argv)
     results: dict[str, dict[str, dict]] = {}
