@@ -9,6 +9,7 @@ streams. See docs/engine.md.
 
 from engine.config import DegradeConfig, EngineConfig, HeadSchedule, SpeakerConfig
 from engine.engine import Engine
+from engine.enrolled import EnrolledVoices
 from engine.model_side import ModelSide, Vocab, WindowOutputs
 from engine.scheduler import Scheduler
 from engine.stream import Stream
@@ -17,6 +18,7 @@ __all__ = [
     "DegradeConfig",
     "Engine",
     "EngineConfig",
+    "EnrolledVoices",
     "HeadSchedule",
     "ModelSide",
     "Scheduler",
