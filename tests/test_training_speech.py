@@ -291,6 +291,31 @@ def test_sampler_mixes_at_the_configured_level(tiny_corpus):
     assert np.abs(loud - clean).sum() > 5 * np.abs(quiet - clean).sum() > 0
 
 
+def test_turn_pairs_join_two_speakers_texts_in_order(tiny_corpus):
+    from training.batches import PAIR_PARTNER_S, BatchSampler, encode_transcript
+
+    corpus = Corpus(tiny_corpus)
+    rows = corpus.rows["train"]
+    by_text = {r["text"]: r for r in rows}
+    batch = BatchSampler(corpus, 4, 8 * SR, 3).utterances(3, 0.0, 0.0, pair_prob=1.0)
+    assert bool(batch.speed_changed.all())  # two voices: no speaker loss on them
+    for k, text in enumerate(batch.texts):
+        parts = [t for t in by_text if text.startswith(t + " ") and text[len(t) + 1:] in by_text]
+        assert parts, text  # two corpus utterances, whole, in order
+        first, second = by_text[parts[0]], by_text[text[len(parts[0]) + 1:]]
+        assert first["speaker"] != second["speaker"]
+        assert min(first["length"], second["length"]) <= PAIR_PARTNER_S * SR
+        n = int(batch.attention_mask[k].sum())
+        assert 0.1 * SR <= n - first["length"] - second["length"] <= 1.0 * SR  # the pause between turns
+        labels = batch.labels[k][batch.labels[k] >= 0].tolist()
+        assert labels == encode_transcript(text)
+    again = BatchSampler(corpus, 4, 8 * SR, 3).utterances(3, 0.0, 0.0, pair_prob=1.0)
+    assert again.texts == batch.texts and np.array_equal(again.input_values.numpy(), batch.input_values.numpy())
+    # off, the sampler draws exactly as before the setting existed
+    plain, off = (BatchSampler(corpus, 4, 8 * SR, 3).utterances(3, 0.15, 0.4, **kw) for kw in ({}, {"pair_prob": 0.0}))
+    assert np.array_equal(plain.input_values.numpy(), off.input_values.numpy()) and plain.texts == off.texts
+
+
 def test_a_training_step_runs_with_everything_on(tiny_corpus, tmp_path):
     from training.corpus_extra import ExtraSpec, build_extra
     from training.model import ArchConfig
@@ -298,7 +323,8 @@ def test_a_training_step_runs_with_everything_on(tiny_corpus, tmp_path):
 
     build_extra(tiny_corpus, ExtraSpec(utterances=5, speakers=2, seed=1, chunk=2), progress=False)
     cfg = dataclasses.replace(TrainConfig.smoke(), extra_prob=0.5, voice_prob=0.5, reverb_prob=0.5, noise_prob=0.5,
-                              babble_prob=0.5, eq_prob=0.5, band_prob=0.5, codec_prob=0.5, level_prob=0.5, rir_bank=2)
+                              babble_prob=0.5, eq_prob=0.5, band_prob=0.5, codec_prob=0.5, level_prob=0.5, rir_bank=2,
+                              mix_prob=0.5, mix_snr_min_db=0.0, pair_prob=1.0)
     trainer = Trainer(tmp_path, Corpus(tiny_corpus), ArchConfig.tiny(), cfg)
     losses = trainer.train_step()
     assert np.isfinite(losses["ctc"])

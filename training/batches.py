@@ -14,8 +14,10 @@ from training.augment_voice import VoiceVariation
 from training.corpus import Corpus
 from training.mixing import augment, build_conversation, change_speed, frame_count, frame_labels, mix_utterance
 from training.rooms import Acoustics, RoomSimulator
+from engine.timebase import SAMPLE_RATE
 from training.text import CTC_TOKENS
 
+PAIR_PARTNER_S = 2.5  # longest turn-pair partner: a paired batch is at most this plus 1 s longer
 _TOKEN_ID = {t: i for i, t in enumerate(CTC_TOKENS)}
 
 
@@ -80,6 +82,8 @@ class BatchSampler:
             raise ValueError(f"the {split} split has fewer than 2 utterances between 0.5 s and "
                              f"{max_utt_samples / 16000:.1f} s")
         self.by_length = sorted(keep, key=lambda i: rows[i]["length"])
+        short = [i for i in self.by_length if rows[i]["length"] <= PAIR_PARTNER_S * SAMPLE_RATE]
+        self.short = short or self.by_length[:max(2, len(self.by_length) // 4)]  # turn-pair partners
         self.speakers = corpus.speakers(split)
         self.speaker_index = {s: i for i, s in enumerate(self.speakers)}
         self.by_speaker = corpus.by_speaker(split)
@@ -103,12 +107,28 @@ class BatchSampler:
         i = self.extra_by_length[k]
         return self.corpus.audio("extra", i), self.corpus.rows["extra"][i]["text"]
 
+    def _turn_pair(self, audio: np.ndarray, text: str, speaker: str) -> tuple[np.ndarray, str]:
+        """`audio` with another speaker's short utterance before or after it, 0.1-1 s apart."""
+        rows = self.corpus.rows[self.split]
+        for _ in range(8):
+            j = self.short[int(self.rng.integers(len(self.short)))]
+            if rows[j]["speaker"] != speaker:
+                break
+        gap = np.zeros(int(self.rng.uniform(0.1, 1.0) * SAMPLE_RATE), np.float32)
+        other, other_text = self.corpus.audio(self.split, j), rows[j]["text"]
+        if self.rng.random() < 0.5:
+            return np.concatenate([other, gap, audio]), f"{other_text} {text}"
+        return np.concatenate([audio, gap, other]), f"{text} {other_text}"
+
     def utterances(self, batch_size: int, mix_prob: float, strength: float = 1.0,
                    speed_prob: float = 0.0, speed_range: float = 0.1,
-                   mix_snr_db: tuple[float, float] = (5.0, 15.0)) -> UtteranceBatch:
+                   mix_snr_db: tuple[float, float] = (5.0, 15.0), pair_prob: float = 0.0) -> UtteranceBatch:
         """`batch_size` utterances of similar length (little padding), augmented; with probability
         `mix_prob` a piece of another speaker's utterance is mixed in, `mix_snr_db` below it (the
         target stays the first).
+        With probability `pair_prob` the whole batch is made of turn pairs: each utterance preceded
+        or followed, after a pause of 0.1-1 s, by another speaker's short utterance, the target both
+        texts in order (a turn change inside the window, as in conversations; `PAIR_PARTNER_S`).
         With probability `speed_prob` an utterance is sped up or slowed down by a factor drawn from
         1 +- `speed_range` (pitch moves with tempo), which makes voices the corpus does not have;
         such utterances, voice-varied ones and supplementary (extra) ones are flagged in
@@ -119,6 +139,7 @@ class BatchSampler:
         idx = pool[start:start + batch_size]
         rows = self.corpus.rows[self.split]
         audios, labels, speakers, texts, changed = [], [], [], [], []
+        paired = pair_prob > 0 and self.rng.random() < pair_prob
         for i in idx:
             audio, text = self.corpus.audio(self.split, i), rows[i]["text"]
             foreign = self.extra_prob > 0 and self.rng.random() < self.extra_prob  # festival speech
@@ -134,7 +155,9 @@ class BatchSampler:
             varied = self.voice_prob > 0 and self.rng.random() < self.voice_prob
             if varied:
                 audio = self.voice.apply(self.rng, audio)
-            changed.append(foreign or sped or varied)
+            if paired:
+                audio, text = self._turn_pair(audio, text, rows[i]["speaker"])
+            changed.append(foreign or sped or varied or paired)
             audio = augment(self.rng, audio, strength)
             if self.rooms is not None:
                 audio = self.rooms.apply(self.rng, audio)

@@ -75,6 +75,9 @@ class TrainConfig:
     # overlap, as in the conversations; the target stays the first utterance's text.
     mix_snr_min_db: float = 5.0
     mix_snr_max_db: float = 15.0
+    # Share of CTC batches made of turn pairs (another speaker's short turn before or after each
+    # utterance, both texts the target): the captions lose words where turns change (issue 22).
+    pair_prob: float = 0.0
     speed_prob: float = 0.0  # share of utterances sped up / slowed down (CTC only; new voices)
     speed_range: float = 0.1  # speed factors drawn from 1 +- this
     aug_strength: float = 0.4  # test speech is clean; strength 1 (SNR down to 5 dB) slowed CTC badly
@@ -263,7 +266,7 @@ class Trainer:
         cfg = self.cfg
         utt = self.sampler.utterances(cfg.batch_utterances, cfg.mix_prob, cfg.aug_strength,
                                        cfg.speed_prob, cfg.speed_range,
-                                       mix_snr_db=(cfg.mix_snr_min_db, cfg.mix_snr_max_db))
+                                       mix_snr_db=(cfg.mix_snr_min_db, cfg.mix_snr_max_db), pair_prob=cfg.pair_prob)
         base = self.model.encode(utt.input_values, utt.attention_mask)
         ctc_out = self.model.ctc.forward_head(base, utt.attention_mask, utt.labels)
         sv_out = self.model.sv.forward_head(base, utt.attention_mask)
