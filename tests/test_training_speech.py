@@ -282,13 +282,23 @@ def test_sampler_mixes_at_the_configured_level(tiny_corpus):
 
     corpus = Corpus(tiny_corpus)
 
-    def mixed(snr: tuple[float, float]) -> np.ndarray:
-        return BatchSampler(corpus, 5, 8 * SR, 3).utterances(3, 1.0, 0.0, mix_snr_db=snr).input_values.numpy()
+    def mixed(snr: tuple[float, float]):
+        return BatchSampler(corpus, 5, 8 * SR, 3).utterances(3, 1.0, 0.0, mix_snr_db=snr)
 
     clean = BatchSampler(corpus, 5, 8 * SR, 3).utterances(3, 0.0, 0.0).input_values.numpy()
     loud, quiet = mixed((0.0, 0.0)), mixed((30.0, 30.0))
-    assert np.array_equal(mixed((5.0, 15.0)), BatchSampler(corpus, 5, 8 * SR, 3).utterances(3, 1.0, 0.0).input_values.numpy())
-    assert np.abs(loud - clean).sum() > 5 * np.abs(quiet - clean).sum() > 0
+    assert np.array_equal(mixed((5.0, 15.0)).input_values.numpy(),
+                          BatchSampler(corpus, 5, 8 * SR, 3).utterances(3, 1.0, 0.0).input_values.numpy())
+    assert np.abs(loud.input_values.numpy() - clean).sum() > 5 * np.abs(quiet.input_values.numpy() - clean).sum() > 0
+    # an equally loud second voice: the speaker loss leaves the utterance out; at run 7's levels it does not
+    changed = (loud.input_values.numpy() != clean).any(axis=1)
+    assert changed.any() and np.array_equal(loud.speed_changed.numpy(), changed)
+    assert not quiet.speed_changed.any() and not mixed((5.0, 15.0)).speed_changed.any()
+    sampler = BatchSampler(corpus, 5, 8 * SR, 3)
+    with pytest.raises(ValueError, match="mixing level range is empty"):
+        sampler.utterances(3, 1.0, 0.0, mix_snr_db=(5.0, 0.0))
+    with pytest.raises(ValueError, match="pair_prob"):
+        sampler.utterances(3, 0.0, 0.0, pair_prob=1.5)
 
 
 def test_turn_pairs_join_two_speakers_texts_in_order(tiny_corpus):
@@ -311,6 +321,17 @@ def test_turn_pairs_join_two_speakers_texts_in_order(tiny_corpus):
         assert labels == encode_transcript(text)
     again = BatchSampler(corpus, 4, 8 * SR, 3).utterances(3, 0.0, 0.0, pair_prob=1.0)
     assert again.texts == batch.texts and np.array_equal(again.input_values.numpy(), batch.input_values.numpy())
+    # partners are other speakers only: a speaker with no other speaker's short utterance stays unpaired
+    lonely = BatchSampler(corpus, 4, 8 * SR, 3)
+    only = rows[lonely.short[0]]["speaker"]
+    lonely.short = [j for j in lonely.short if rows[j]["speaker"] == only]
+    other = next(r["speaker"] for r in rows if r["speaker"] != only)
+    one = np.zeros(SR, np.float32)
+    assert lonely._turn_pair(one, "A", only) is None
+    assert lonely._turn_pair(one, "A", other)[1] in {f"A {rows[j]['text']}" for j in lonely.short} | {f"{rows[j]['text']} A" for j in lonely.short}
+    lonely.short = []
+    with pytest.raises(ValueError, match="turn pairs need utterances"):
+        lonely.utterances(3, 0.0, 0.0, pair_prob=0.5)
     # off, the sampler draws exactly as before the setting existed
     plain, off = (BatchSampler(corpus, 4, 8 * SR, 3).utterances(3, 0.15, 0.4, **kw) for kw in ({}, {"pair_prob": 0.0}))
     assert np.array_equal(plain.input_values.numpy(), off.input_values.numpy()) and plain.texts == off.texts

@@ -18,6 +18,7 @@ from engine.timebase import SAMPLE_RATE
 from training.text import CTC_TOKENS
 
 PAIR_PARTNER_S = 2.5  # longest turn-pair partner: a paired batch is at most this plus 1 s longer
+MIX_ONE_VOICE_DB = 5.0  # mixed at least this far below, an utterance still trains the speaker loss
 _TOKEN_ID = {t: i for i, t in enumerate(CTC_TOKENS)}
 
 
@@ -82,8 +83,7 @@ class BatchSampler:
             raise ValueError(f"the {split} split has fewer than 2 utterances between 0.5 s and "
                              f"{max_utt_samples / 16000:.1f} s")
         self.by_length = sorted(keep, key=lambda i: rows[i]["length"])
-        short = [i for i in self.by_length if rows[i]["length"] <= PAIR_PARTNER_S * SAMPLE_RATE]
-        self.short = short or self.by_length[:max(2, len(self.by_length) // 4)]  # turn-pair partners
+        self.short = [i for i in self.by_length if rows[i]["length"] <= PAIR_PARTNER_S * SAMPLE_RATE]  # pair partners
         self.speakers = corpus.speakers(split)
         self.speaker_index = {s: i for i, s in enumerate(self.speakers)}
         self.by_speaker = corpus.by_speaker(split)
@@ -107,13 +107,14 @@ class BatchSampler:
         i = self.extra_by_length[k]
         return self.corpus.audio("extra", i), self.corpus.rows["extra"][i]["text"]
 
-    def _turn_pair(self, audio: np.ndarray, text: str, speaker: str) -> tuple[np.ndarray, str]:
-        """`audio` with another speaker's short utterance before or after it, 0.1-1 s apart."""
+    def _turn_pair(self, audio: np.ndarray, text: str, speaker: str) -> tuple[np.ndarray, str] | None:
+        """`audio` with another speaker's short utterance before or after it, 0.1-1 s apart (None:
+        no other speaker has a short utterance)."""
         rows = self.corpus.rows[self.split]
-        for _ in range(8):
-            j = self.short[int(self.rng.integers(len(self.short)))]
-            if rows[j]["speaker"] != speaker:
-                break
+        others = [j for j in self.short if rows[j]["speaker"] != speaker]
+        if not others:
+            return None
+        j = others[int(self.rng.integers(len(others)))]
         gap = np.zeros(int(self.rng.uniform(0.1, 1.0) * SAMPLE_RATE), np.float32)
         other, other_text = self.corpus.audio(self.split, j), rows[j]["text"]
         if self.rng.random() < 0.5:
@@ -131,13 +132,20 @@ class BatchSampler:
         texts in order (a turn change inside the window, as in conversations; `PAIR_PARTNER_S`).
         With probability `speed_prob` an utterance is sped up or slowed down by a factor drawn from
         1 +- `speed_range` (pitch moves with tempo), which makes voices the corpus does not have;
-        such utterances, voice-varied ones and supplementary (extra) ones are flagged in
-        `speed_changed` so the speaker loss can leave them out."""
+        such utterances, voice-varied ones, supplementary (extra) ones, turn pairs and ones mixed
+        at levels reaching under `MIX_ONE_VOICE_DB` are flagged in `speed_changed` so the speaker
+        loss can leave them out."""
         n = len(self.by_length)
         pool = self.by_length
         start = int(self.rng.integers(0, max(1, len(pool) - batch_size)))
         idx = pool[start:start + batch_size]
         rows = self.corpus.rows[self.split]
+        if not 0.0 <= pair_prob <= 1.0:
+            raise ValueError(f"pair_prob must be a probability in [0, 1], got {pair_prob}")
+        if pair_prob > 0 and not self.short:
+            raise ValueError(f"turn pairs need utterances of at most {PAIR_PARTNER_S} s; the {self.split} split has none")
+        if mix_snr_db[0] > mix_snr_db[1]:
+            raise ValueError(f"the mixing level range is empty: {mix_snr_db[0]} dB > {mix_snr_db[1]} dB")
         audios, labels, speakers, texts, changed = [], [], [], [], []
         paired = pair_prob > 0 and self.rng.random() < pair_prob
         for i in idx:
@@ -145,19 +153,22 @@ class BatchSampler:
             foreign = self.extra_prob > 0 and self.rng.random() < self.extra_prob  # festival speech
             if foreign:
                 audio, text = self._extra_near(len(audio))
+            mixed = False
             if self.rng.random() < mix_prob:
                 j = self.by_length[int(self.rng.integers(n))]
                 if foreign or rows[j]["speaker"] != rows[i]["speaker"]:
                     audio = mix_utterance(self.rng, audio, self.corpus.audio(self.split, j), snr_db=mix_snr_db)
+                    mixed = mix_snr_db[0] < MIX_ONE_VOICE_DB  # another voice nearly as loud: not one speaker's
             sped = speed_prob > 0 and self.rng.random() < speed_prob
             if sped:
                 audio = change_speed(audio, float(self.rng.uniform(1 - speed_range, 1 + speed_range)))
             varied = self.voice_prob > 0 and self.rng.random() < self.voice_prob
             if varied:
                 audio = self.voice.apply(self.rng, audio)
-            if paired:
-                audio, text = self._turn_pair(audio, text, rows[i]["speaker"])
-            changed.append(foreign or sped or varied or paired)
+            pair = self._turn_pair(audio, text, rows[i]["speaker"]) if paired else None
+            if pair is not None:
+                audio, text = pair
+            changed.append(foreign or sped or varied or mixed or pair is not None)
             audio = augment(self.rng, audio, strength)
             if self.rooms is not None:
                 audio = self.rooms.apply(self.rng, audio)
