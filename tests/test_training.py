@@ -500,15 +500,7 @@ def test_recipe_defaults_are_the_shipped_models_recorded_settings():
     defaults = dataclasses.asdict(TrainConfig())
     recorded = {k: v for k, v in shipped["train"].items() if k not in REMOVED_SETTINGS and k not in machine}
     assert {k: defaults[k] for k in recorded} == recorded
-    added = {"speed_prob", "speed_range",  # added after run 7 ...
-             "extra_prob", "voice_prob", "voice_pitch_cents", "voice_tempo_range", "voice_warp_range", "reverb_prob",
-             "noise_prob", "babble_prob", "eq_prob", "band_prob", "codec_prob", "level_prob", "rir_bank",
-             "mix_snr_min_db", "mix_snr_max_db", "pair_prob"}
-    assert set(defaults) - set(recorded) - machine == added
-    assert (defaults["mix_snr_min_db"], defaults["mix_snr_max_db"]) == (5.0, 15.0)  # the range run 7 mixed at
-    for name in added:
-        if name.endswith("_prob"):  # ... off in it, and off by default
-            assert (defaults[name], shipped["train"].get(name, 0.0)) == (0.0, 0.0), name
+    assert set(defaults) - set(recorded) - machine == set()  # every setting is recorded in the shipped run
     for name, off in REMOVED_SETTINGS.items():
         if off is not None:
             assert shipped["train"].get(name, off) == off, name
