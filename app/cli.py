@@ -25,7 +25,7 @@ Live captions, speaker activity and enrolled-speaker matching with UniSpeech-SAT
 
 With no subcommand: the terminal UI on the default microphone (or the bundled demo when there is
 no microphone; headless when stdout is not a terminal). Subcommands manage voiceprints and print
-JSON: enroll, verify, identify, speakers list|export|remove. `COMMAND --help` lists the options
+JSON: enroll, verify, identify, speakers list|export|remove|reembed. `COMMAND --help` lists the options
 each subcommand takes; an option a command does not take is refused."""
 
 EPILOG = """\
@@ -37,6 +37,7 @@ examples:
   run_live.py verify alice --input test.wav     last stdout line: {"name","score","threshold","accepted"}
   run_live.py identify --input who.wav
   run_live.py speakers list | speakers export alice --to alice-vp | speakers remove alice
+  run_live.py speakers reembed                  voiceprints for a new x-vector model, from kept audio
 
 models: --asr-model/--diar-model/--sv-model take a checkpoint folder (config.json + weights) or a
 hub id owner/name (e.g. microsoft/unispeech-sat-base-100h-libri-ft), or `none` to switch a head
@@ -117,6 +118,7 @@ COMMAND_OPTIONS: dict[str, set[str]] = {  # which options each command takes (th
     "speakers list": {"speakers_db"},
     "speakers remove": {"speakers_db"},
     "speakers export": {"speakers_db", "export_to"},
+    "speakers reembed": _SCORING - {"input"},
 }
 
 
@@ -182,9 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="score --input against NAME's voiceprint (JSON)", **kw("verify"))
     verify.add_argument("name", metavar="NAME")
     sub.add_parser("identify", help="rank enrolled speakers for --input (JSON)", **kw("identify"))
-    speakers = sub.add_parser("speakers", help="list, export or remove enrolled speakers (JSON)",
+    speakers = sub.add_parser("speakers", help="list, export, remove or re-embed enrolled speakers (JSON)",
                               **kw("speakers list"))
-    ssub = speakers.add_subparsers(dest="speakers_command", metavar="list|export|remove", required=True)
+    ssub = speakers.add_subparsers(dest="speakers_command", metavar="list|export|remove|reembed", required=True)
     ssub.add_parser("list", help="list enrolled speakers", **kw("speakers list"))
     export = ssub.add_parser("export", help="copy NAME's voiceprints, metadata and kept audio into a folder",
                              **kw("speakers export"))
@@ -192,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove = ssub.add_parser("remove", help="delete NAME's voiceprint, recordings and audio from the store",
                              **kw("speakers remove"))
     remove.add_argument("name", metavar="NAME")
+    ssub.add_parser("reembed", help="make voiceprints for the current x-vector model from the kept enrollment audio "
+                    "(after a model change)", **kw("speakers reembed"))
     return parser  # subparsers inherit _Parser (argparse uses the parent's class)
 
 

@@ -153,13 +153,20 @@ def _warn_outliers(result: Any, sources: list[str]) -> None:
 
 
 def _speakers(args: argparse.Namespace) -> int:
-    """speakers list | export NAME | remove NAME."""
+    """speakers list | export NAME | remove NAME | reembed."""
     from voiceprints.errors import UnknownSpeakerError
 
     store = _store(args, create=False)
     if args.speakers_command == "list":
         people = store.people() if store is not None else []
         _emit({"speakers": [_person(p) for p in people]})
+        return 0
+    if args.speakers_command == "reembed":  # after a model change: voiceprints from the kept audio
+        service = _service(args, store) if store is not None else None
+        updated = service.reembed() if service is not None else []
+        left = [p.name for p in store.people() if service.fingerprint not in p.fingerprints] if service else []
+        _emit({"reembedded": updated, "without_audio": left,
+               "model": service.fingerprint if service is not None else None})
         return 0
     if store is None:
         raise UnknownSpeakerError(args.name, [])

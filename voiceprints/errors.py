@@ -39,7 +39,7 @@ class FingerprintMismatchError(VoiceprintError):
         super().__init__(
             f"{who} enrolled with model {', '.join(self.stored)}, but the current model is "
             f"{current}; embeddings of different checkpoints cannot be compared: enroll again "
-            "with this model (or re-embed the stored enrollment audio)"
+            "with this model (or re-embed the stored enrollment audio: run_live.py speakers reembed)"
         )
 
 
