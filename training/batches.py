@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from engine.timebase import SAMPLE_RATE
 from training.augment_voice import VoiceVariation
 from training.corpus import Corpus
 from training.mixing import augment, build_conversation, change_speed, frame_count, frame_labels, mix_utterance
 from training.rooms import Acoustics, RoomSimulator
-from engine.timebase import SAMPLE_RATE
 from training.text import CTC_TOKENS
 
 PAIR_PARTNER_S = 2.5  # longest turn-pair partner: a paired batch is at most this plus 1 s longer
