@@ -512,6 +512,25 @@ def test_recipe_defaults_are_the_shipped_models_recorded_settings():
         TrainConfig.from_saved({**shipped["train"], "flite_prob": 0.15})
 
 
+def test_stage_two_defaults_are_the_shipped_models_recorded_settings():
+    """`python -m training.finetune_sv` with no options trains the head the way the shipped one was."""
+    from training import finetune_sv
+
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "models/embedded/training_history.json").read_text())
+    stage_two = shipped["sv_finetune"]
+    assert (stage_two["per_speaker"], stage_two["steps"], tuple(stage_two["crop_frames"])) == (
+        finetune_sv.PER_SPEAKER, finetune_sv.STEPS, finetune_sv.CROP_FRAMES)
+
+
+def test_the_exported_history_records_stage_two():
+    from training.export import training_record
+
+    state = {"step": 3, "elapsed_s": 120.0, "arch": {"hidden_size": 8}, "train": {"minutes": 2.0}, "history": []}
+    assert "sv_finetune" not in training_record(state) and training_record(state)["minutes"] == 2.0
+    stage_two = {"per_speaker": 8, "steps": 5, "crop_frames": [60, 250], "history": []}
+    assert training_record({**state, "sv_finetune": stage_two})["sv_finetune"] == stage_two
+
+
 def test_a_checkpoint_saved_with_the_removed_crop_scale_resumes(tiny_corpus, tmp_path):
     from training.model import ArchConfig
     from training.train import TrainConfig, Trainer

@@ -90,6 +90,16 @@ def export(model: MultiTaskModel, out: Path, lm: Path | None = None) -> dict[str
     return sizes
 
 
+def training_record(state: dict) -> dict:
+    """What `training_history.json` keeps of a checkpoint: the recipe, the architecture and the
+    progress of stage 1, and stage 2's settings and progress when the head was fine-tuned."""
+    record = {"step": state["step"], "minutes": round(state["elapsed_s"] / 60, 1), "arch": state["arch"],
+              "train": state["train"], "history": state["history"]}
+    if "sv_finetune" in state:
+        record["sv_finetune"] = state["sv_finetune"]
+    return record
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
@@ -102,9 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.log is not None:
         shutil.copyfile(args.log, args.out / "training_log.txt")
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    (args.out / "training_history.json").write_text(json.dumps(
-        {"step": state["step"], "minutes": round(state["elapsed_s"] / 60, 1), "arch": state["arch"],
-         "train": state["train"], "history": state["history"]}, indent=1) + "\n", encoding="utf-8")
+    (args.out / "training_history.json").write_text(json.dumps(training_record(state), indent=1) + "\n",
+                                                    encoding="utf-8")
     print(f"[export] {args.out}: " + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in sizes.items())
           + f", total {sum(sizes.values()) / 2**20:.1f} MiB (step {state['step']})")
 

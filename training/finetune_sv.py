@@ -1,6 +1,6 @@
 """Stage 2: train the x-vector head on the frozen shared encoder (the encoder stays identical).
 
-    python -m training.finetune_sv --checkpoint /work/runs/main/checkpoint.pt [--per-speaker 4] [--steps 1500]
+    python -m training.finetune_sv --checkpoint /work/runs/main/checkpoint.pt [--per-speaker 8] [--steps 3000]
                                   [--crop-frames 100 250]
 
 In the multi-task run each of the 740 identities appears in a batch about once per hundred steps,
@@ -42,6 +42,12 @@ from training.mixing import SAMPLE_RATE, Mixture, augment
 from training.model import MultiTaskModel, angular_prototypical_loss, unit_norm_classes
 
 DEFAULT_CORPUS = Path("/work/runs/corpus")
+
+# The shipped model's stage 2 (`sv_finetune` in models/embedded/training_history.json records it; a
+# test keeps these defaults equal to that record).
+PER_SPEAKER = 8
+STEPS = 3000
+CROP_FRAMES = (100, 250)
 
 
 @torch.no_grad()
@@ -168,7 +174,7 @@ def center_embeddings(model: MultiTaskModel, feats: list[torch.Tensor], rng: np.
 
 def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_speaker: int, steps: int,
              batch_speakers: int = 32, clips: int = 2, lr: float = 2e-3, seed: int = 3,
-             reinit: bool = True, crop_frames: tuple[int, int] = (100, 250),
+             reinit: bool = True, crop_frames: tuple[int, int] = CROP_FRAMES,
              val_conversations: int = 20, log=print) -> list[dict]:
     """Train the x-vector head on cached encoder features; every 100 steps log and return the
     mean losses and the validation pair EERs (clips, and turns within conversations). Each batch's
@@ -248,12 +254,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    parser.add_argument("--per-speaker", type=int, default=4)
+    parser.add_argument("--per-speaker", type=int, default=PER_SPEAKER)
     parser.add_argument("--speakers", type=int, help="use only the first N training speakers (quick runs)")
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--crop-frames", type=int, nargs=2, default=(100, 250), metavar=("MIN", "MAX"),
+    parser.add_argument("--crop-frames", type=int, nargs=2, default=CROP_FRAMES, metavar=("MIN", "MAX"),
                         help="training crops of MIN..MAX encoder frames (20 ms each)")
     parser.add_argument("--out", type=Path, help="default: checkpoint_sv.pt beside --checkpoint")
     args = parser.parse_args(argv)
