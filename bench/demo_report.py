@@ -1,97 +1,112 @@
-"""Is the bundled demo still right? Who-speaks-when with names, per model, through the whole app.
+"""Is the bundled demo still right? Who-speaks-when with names, per model, through the product's engine.
 
     .venv/bin/python -m bench.demo_report [--models models/embedded /work/runs/r24/export_short]
 
 The demo (`app/demo/`, synthetic voices) is the first thing a new user runs: Alice and Bruno are
-pre-enrolled from three clips each and a guest nobody enrolled joins. Each model folder (`ctc/`,
-`sd/`, `sv/` inside) runs `run_live.py --fast --headless --rttm` on it, the product's own path
-(demo enrolment, speech gate, span tracking, default thresholds), and the RTTM it writes is scored
-against `app/demo/conversation.rttm`:
+pre-enrolled from their clips and a guest nobody enrolled joins. Each model folder (`ctc/`, `sd/`,
+`sv/` inside) is loaded as `run_live.py --asr-model ... --diar-model ... --sv-model ...` loads it,
+the demo's speakers are enrolled in a throw-away store as the app does, and the conversation runs
+through the same session code as `run_live.py --fast` (speech gate, span tracking, the folder's
+calibrated threshold: a folder without `sv/verification.json` runs at the uncalibrated fallback).
+The speaker turns are scored against `app/demo/conversation.rttm` on a 1 ms grid:
 
-- `named`: the share of each reference speaker's speech (outside overlaps) that carries the right
-  label: Alice and Bruno their names; the guest one unknown label (the one covering most of the
-  guest's speech; an enrolled name on the guest is wrong);
-- `turns_right`: reference turns whose speech (outside overlaps) mostly carries the right label;
-- `extra_labels`: hypothesis labels beyond the three (an unknown that is really Alice or Bruno);
-- `der`: the diarization error rate with the best one-to-one label mapping (0.25 s collar), so
-  it does not see a wrong *name*, only a wrong split.
+- `named`: the share of each reference speaker's solo speech (no other reference voice) that
+  carries the right label: an enrolled speaker their name; each guest their own unknown label,
+  assigned one-to-one to maximise the speech they cover (an enrolled name on a guest is wrong;
+  the engine's bare `unknown`, speech not yet named, counts as an unknown label);
+- `turns_right`: reference turns whose solo speech is more than half under the right label;
+- `extra_labels`: hypothesis labels that are neither a reference speaker's name nor a guest's
+  label (an unknown that is really Alice or Bruno, or someone enrolled who does not speak);
+- `der`: the diarization error rate with the best one-to-one mapping (0.25 s collar) over the
+  whole file, which sees a wrong split but not a wrong *name*.
 
-"Right" (`ok`) is every turn right and no extra label: a short span misnamed inside a turn is
-counted in `named`, not called wrong. Prints a Markdown table
-and, with --out, the JSON.
+"Right" (`ok`) is every turn right and no extra label: a short span misnamed inside a turn lowers
+`named` but is not called wrong. Prints a Markdown table and, with --out, the JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import subprocess
+import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
-from engine.scoring import Segment, diarization_error, read_rttm
+from engine.scoring import MS_SAMPLES, Segment, activity_grid, diarization_error, read_rttm
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "app" / "demo"
-RATE = 16000
 
 
-def _frames(segments: list[Segment], n: int) -> dict[str, np.ndarray]:
-    """Per label, a boolean activity track in 10 ms frames."""
-    out: dict[str, np.ndarray] = {}
-    for s in segments:
-        track = out.setdefault(s.speaker, np.zeros(n, dtype=bool))
-        track[s.start // 160: s.end // 160] = True
-    return out
+@dataclasses.dataclass(frozen=True, slots=True)
+class DemoScore:
+    """How one model's speaker turns name the demo's speakers (module docstring)."""
+
+    named: dict[str, float]  # reference speaker -> share of their solo speech under the right label
+    turns_right: int
+    turns: int
+    guest_labels: dict[str, str]  # unenrolled reference speaker -> its hypothesis label ("" if none)
+    extra_labels: list[str]
+    der: float
+
+    @property
+    def ok(self) -> bool:
+        return self.turns_right == self.turns and not self.extra_labels
 
 
-def score(reference: list[Segment], hypothesis: list[Segment], enrolled: set[str]) -> dict:
-    """Naming and DER of one demo run (module docstring)."""
-    n = max([s.end for s in reference + hypothesis], default=0) // 160 + 1
-    ref, hyp = _frames(reference, n), _frames(hypothesis, n)
-    alone = sum(t.astype(int) for t in ref.values()) == 1
-    named: dict[str, float] = {}
-    unknown_of: dict[str, str] = {}
-    for speaker, track in ref.items():
-        mine = track & alone
-        if speaker in enrolled:
-            label = speaker
-        else:
-            cover = {h: int((t & mine).sum()) for h, t in hyp.items() if h not in enrolled}
-            label = max(cover, key=cover.get) if cover and max(cover.values()) > 0 else ""
-            unknown_of[speaker] = label
-        right = hyp.get(label, np.zeros(n, dtype=bool))
-        named[speaker] = round(float((right & mine).sum() / max(int(mine.sum()), 1)), 3)
-    expected = enrolled | {v for v in unknown_of.values() if v}
-    extra = sorted(set(hyp) - expected)
-    right_turns = 0
+def score(reference: list[Segment], hypothesis: list[Segment], enrolled: set[str], end_sample: int) -> DemoScore:
+    """Score hypothesis speaker turns of the demo against its reference turns (module docstring)."""
+    n = max([end_sample, *(s.end for s in reference + hypothesis)]) // MS_SAMPLES + 1
+    ref_names, ref = activity_grid(reference, n)
+    hyp_names, hyp = activity_grid(hypothesis, n)
+    alone = ref.sum(0) == 1
+    solo = {name: ref[i] & alone for i, name in enumerate(ref_names)}
+    tracks = dict(zip(hyp_names, hyp))
+    guests = [name for name in ref_names if name not in enrolled]
+    unknowns = [h for h in hyp_names if h not in enrolled]
+    guest_labels = {g: "" for g in guests}
+    if guests and unknowns:
+        cover = np.array([[int((tracks[h] & solo[g]).sum()) for h in unknowns] for g in guests])
+        for gi, hi in zip(*linear_sum_assignment(-cover)):
+            if cover[gi, hi] > 0:
+                guest_labels[guests[gi]] = unknowns[hi]
+    expected = {name: guest_labels.get(name, name) for name in ref_names}
+    nothing = np.zeros(n, dtype=bool)
+    named = {name: round(float((tracks.get(expected[name], nothing) & solo[name]).sum()
+                               / max(int(solo[name].sum()), 1)), 3) for name in ref_names}
+    turns_right = 0
     for turn in reference:
         mine = np.zeros(n, dtype=bool)
-        mine[turn.start // 160: turn.end // 160] = True
-        mine &= alone
-        cover = {h: int((t & mine).sum()) for h, t in hyp.items()}
-        best = max(cover, key=cover.get) if cover and max(cover.values()) > 0 else None
-        right_turns += best == (turn.speaker if turn.speaker in enrolled else unknown_of[turn.speaker])
-    der = diarization_error(reference, hypothesis, end_sample=n * 160).der
-    return {"named": named, "turns_right": f"{right_turns}/{len(reference)}", "guest_label": unknown_of,
-            "extra_labels": extra, "der": round(der, 4), "ok": right_turns == len(reference) and not extra}
+        mine[turn.start // MS_SAMPLES: turn.end // MS_SAMPLES] = True
+        mine &= solo[turn.speaker]
+        turns_right += 2 * int((tracks.get(expected[turn.speaker], nothing) & mine).sum()) > int(mine.sum())
+    extra = sorted(set(hyp_names) - set(expected.values()))
+    der = diarization_error(reference, hypothesis, end_sample=end_sample).der
+    return DemoScore(named, turns_right, len(reference), guest_labels, extra, round(der, 4))
 
 
-def run_demo(model: Path, workdir: Path) -> list[Segment]:
-    """The hypothesis turns `run_live.py` writes for the demo with `model`'s three heads."""
-    rttm = workdir / "demo.rttm"
-    cmd = [sys.executable, str(ROOT / "run_live.py"), "--fast", "--headless", "--rttm", str(rttm),
-           "--jsonl", str(workdir / "demo.jsonl"), "--asr-model", str(model / "ctc"),
-           "--diar-model", str(model / "sd"), "--sv-model", str(model / "sv")]
-    done = subprocess.run(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, timeout=600)
-    if done.returncode != 0:
-        raise RuntimeError(f"run_live.py failed on {model} (rc {done.returncode}): {done.stderr.strip()[-800:]}")
-    turns = read_rttm(rttm.read_text())
-    return [s for segments in turns.values() for s in segments]
+def run_demo(model: Path) -> tuple[list[Segment], int]:
+    """(hypothesis speaker turns, samples) of the demo run through the app's engine with `model`'s heads."""
+    from app.engine_setup import choose_models, enroll_demo_speakers, find_demo, load_engine
+    from app.evaluate_folder import parse_args, run_recording
+    from app.sources import load_audio
+    from app.writers import rttm_text
+
+    args = parse_args([str(DEMO), "--asr-model", str(model / "ctc"), "--diar-model", str(model / "sd"),
+                       "--sv-model", str(model / "sv")])
+    engine = load_engine(args, choose_models(args))
+    demo = find_demo(str(DEMO))
+    speakers, store = enroll_demo_speakers(engine, demo)
+    try:
+        samples = load_audio(demo.conversation)
+        record = run_recording(engine, speakers, samples, "demo")
+    finally:
+        shutil.rmtree(store, ignore_errors=True)
+    return read_rttm(rttm_text(record, "hyp")).get("hyp", []), len(samples)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,25 +114,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, nargs="+", default=[ROOT / "models" / "embedded"])
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    manifest = json.loads((DEMO / "manifest.json").read_text())
-    reference = read_rttm((DEMO / "conversation.rttm").read_text())["conversation"]
-    enrolled = set(manifest["enroll"])
-    results = {}
-    for model in args.models:
+    models = [m.resolve() for m in args.models]
+    for model in models:
         for head in ("ctc", "sd", "sv"):
             if not (model / head / "config.json").is_file():
                 parser.error(f"{model} has no {head}/config.json: pass a folder with ctc/, sd/ and sv/ inside")
-        with tempfile.TemporaryDirectory() as tmp:
-            results[str(model)] = score(reference, run_demo(model, Path(tmp)), enrolled)
+    from app.engine_setup import find_demo
+
+    enrolled = set(find_demo(str(DEMO)).enroll)
+    reference = read_rttm((DEMO / "conversation.rttm").read_text())["conversation"]
+    results: dict[str, DemoScore] = {}
+    for model in models:
+        print(f"[demo_report] {model}", file=sys.stderr, flush=True)
+        hypothesis, n_samples = run_demo(model)
+        results[str(model)] = score(reference, hypothesis, enrolled, n_samples)
     speakers = sorted({s.speaker for s in reference})
     print("| model (demo, synthetic voices) | " + " | ".join(f"{s} named" for s in speakers)
           + " | turns right | extra labels | DER | right |")
     print("| --- " * (len(speakers) + 5) + "|")
     for model, r in results.items():
-        print(f"| {model} | " + " | ".join(f"{100 * r['named'][s]:.0f} %" for s in speakers)
-              + f" | {r['turns_right']} | {', '.join(r['extra_labels']) or 'none'} | {100 * r['der']:.1f} % | {'yes' if r['ok'] else 'no'} |")
+        print(f"| {model} | " + " | ".join(f"{100 * r.named[s]:.0f} %" for s in speakers)
+              + f" | {r.turns_right}/{r.turns} | {', '.join(r.extra_labels) or 'none'} | {100 * r.der:.1f} % "
+              f"| {'yes' if r.ok else 'no'} |")
     if args.out:
-        args.out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+        args.out.write_text(json.dumps({m: {**dataclasses.asdict(r), "ok": r.ok} for m, r in results.items()},
+                                       indent=1) + "\n", encoding="utf-8")
     return 0
 
 

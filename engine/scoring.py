@@ -137,7 +137,7 @@ class DerResult:
                          self.false_alarm_s + other.false_alarm_s, self.confusion_s + other.confusion_s)
 
 
-def _activity(segments: list[Segment], n: int) -> tuple[list[str], np.ndarray]:
+def activity_grid(segments: list[Segment], n: int) -> tuple[list[str], np.ndarray]:
     """(speaker names, (speakers, n) boolean activity on the 1 ms grid)."""
     names = sorted({s.speaker for s in segments})
     index = {name: i for i, name in enumerate(names)}
@@ -176,8 +176,8 @@ def diarization_error(reference: list[Segment], hypothesis: list[Segment], colla
         raise ValueError(f"collar_s must not be negative, got {collar_s}")
     last = max([s.end for s in reference] + [s.end for s in hypothesis] + [0])
     end = (last if end_sample is None else end_sample) // MS_SAMPLES
-    _, ref = _activity(reference, max(end, last // MS_SAMPLES + 1))
-    _, hyp = _activity(hypothesis, max(end, last // MS_SAMPLES + 1))
+    _, ref = activity_grid(reference, max(end, last // MS_SAMPLES + 1))
+    _, hyp = activity_grid(hypothesis, max(end, last // MS_SAMPLES + 1))
     scored = np.zeros(ref.shape[1], dtype=bool)
     scored[:end] = True
     collar = int(round(collar_s * 1000))
