@@ -514,12 +514,13 @@ def test_recipe_defaults_are_the_shipped_models_recorded_settings():
 
 def test_stage_two_defaults_are_the_shipped_models_recorded_settings():
     """`python -m training.finetune_sv` with no options trains the head the way the shipped one was."""
-    from training import finetune_sv
+    from training.finetune_sv import build_parser
 
     shipped = json.loads((Path(__file__).resolve().parents[1] / "models/embedded/training_history.json").read_text())
     stage_two = shipped["sv_finetune"]
-    assert (stage_two["per_speaker"], stage_two["steps"], tuple(stage_two["crop_frames"])) == (
-        finetune_sv.PER_SPEAKER, finetune_sv.STEPS, finetune_sv.CROP_FRAMES)
+    defaults = build_parser().parse_args(["--checkpoint", "run/checkpoint.pt"])
+    assert (stage_two["per_speaker"], stage_two["steps"], stage_two["lr"], list(stage_two["crop_frames"])) == (
+        defaults.per_speaker, defaults.steps, defaults.lr, list(defaults.crop_frames))
 
 
 def test_the_exported_history_records_stage_two():

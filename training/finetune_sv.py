@@ -48,6 +48,7 @@ DEFAULT_CORPUS = Path("/work/runs/corpus")
 PER_SPEAKER = 8
 STEPS = 3000
 CROP_FRAMES = (100, 250)
+LR = 2e-3
 
 
 @torch.no_grad()
@@ -250,19 +251,24 @@ def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_spe
     return history
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options; the recipe's defaults are the shipped head's (the constants above)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--per-speaker", type=int, default=PER_SPEAKER)
     parser.add_argument("--speakers", type=int, help="use only the first N training speakers (quick runs)")
     parser.add_argument("--steps", type=int, default=STEPS)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=LR)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--crop-frames", type=int, nargs=2, default=CROP_FRAMES, metavar=("MIN", "MAX"),
                         help="training crops of MIN..MAX encoder frames (20 ms each)")
     parser.add_argument("--out", type=Path, help="default: checkpoint_sv.pt beside --checkpoint")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     model = load_checkpoint(args.checkpoint)
@@ -274,8 +280,8 @@ def main(argv: list[str] | None = None) -> None:
                        log=lambda s: print(s, flush=True))
     assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in encoder_before.items())
     state["model"] = model.state_dict()
-    state["sv_finetune"] = {"per_speaker": args.per_speaker, "steps": args.steps, "speakers": len(speakers),
-                            "crop_frames": list(args.crop_frames), "history": history}
+    state["sv_finetune"] = {"per_speaker": args.per_speaker, "steps": args.steps, "lr": args.lr,
+                            "speakers": len(speakers), "crop_frames": list(args.crop_frames), "history": history}
     out = args.out or args.checkpoint.with_name("checkpoint_sv.pt")
     torch.save(state, out)
     print(f"[sv] wrote {out}")
