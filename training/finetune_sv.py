@@ -174,7 +174,7 @@ def center_embeddings(model: MultiTaskModel, feats: list[torch.Tensor], rng: np.
 
 
 def finetune(model: MultiTaskModel, corpus: Corpus, speakers: list[str], per_speaker: int, steps: int,
-             batch_speakers: int = 32, clips: int = 2, lr: float = 2e-3, seed: int = 3,
+             batch_speakers: int = 32, clips: int = 2, lr: float = LR, seed: int = 3,
              reinit: bool = True, crop_frames: tuple[int, int] = CROP_FRAMES,
              val_conversations: int = 20, log=print) -> list[dict]:
     """Train the x-vector head on cached encoder features; every 100 steps log and return the
